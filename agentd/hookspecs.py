@@ -1,0 +1,44 @@
+"""Every hook a plugin can implement. Each hook is documented here and in docs/plugins.md."""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("agentd")
+hookimpl = pluggy.HookimplMarker("agentd")
+
+
+@hookspec
+def register_tools(register):
+    """Add tools. Call `register(func)` for a function (name, description and schema come
+    from its name, docstring and type hints), with optional keywords `name`, `description`,
+    `config_schema` (JSON schema of the per-agent configuration), `timeout`, `cache_ttl`
+    and `status_message`; or `register(Toolset(...))` for tools built from configuration."""
+
+
+@hookspec
+def register_providers(register):
+    """Add model providers: `register(name, factory)` where `factory(config, http=None)`
+    returns an `agentd.providers.Provider` for the agent's `model` block."""
+
+
+@hookspec
+def before_tool_call(tool, arguments, context):
+    """Called before a tool runs with its validated `arguments` (a dict) and its ToolContext.
+    Return a dict to replace the arguments, None to keep them; raise `agentd.ToolError`
+    to refuse the call (the model sees the refusal as the tool's error result)."""
+
+
+@hookspec
+def after_tool_call(tool, arguments, result, context):
+    """Called after a tool ran with its `ToolResult` (errors included). Return a ToolResult
+    to replace it (redaction, caching), or None to keep it. Good for auditing."""
+
+
+@hookspec
+def check_message(agent, message, context):
+    """Called before a user's message reaches the model. Return None to allow it, or a
+    `agentd.guardrails.Verdict` to refuse it (422 GUARDRAIL_BLOCKED) or rewrite it."""
+
+
+@hookspec
+def check_answer(agent, content, context):
+    """Called with the final answer text before it is stored and returned. Return None to keep
+    it, or a string to replace it (redaction)."""

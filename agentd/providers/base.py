@@ -1,0 +1,97 @@
+"""The adapter interface every model provider implements.
+
+A provider turns a `ModelRequest` into either a `Completion` (`complete`) or a
+stream of `ProviderChunk`s ending in one `Completion` (`stream`). Wire formats,
+tool-call deltas, reasoning fields and usage fields stay inside the adapter.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import httpx
+
+from agentd.vocab import Completion, ModelRequest
+
+
+class ProviderError(Exception):
+    """A model call failed.
+
+    `unavailable` means nothing usable could be reached (connection refused,
+    timeouts): 503 PROVIDER_UNAVAILABLE. Otherwise the provider answered with
+    an error or garbage: 502 MODEL_ERROR. `retryable` and `retry_after` let the
+    resilience layer decide whether to try again.
+    """
+
+    def __init__(self, message: str, *, unavailable: bool = False, retryable: bool = False,
+                 retry_after: float | None = None, status: int | None = None):
+        super().__init__(message)
+        self.unavailable = unavailable
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.status = status
+
+
+@dataclass
+class ProviderChunk:
+    """A piece of a streamed answer: `delta` text, `reasoning` text, or the final `completion`."""
+
+    type: str  # delta | reasoning | completion
+    content: str = ""
+    completion: Completion | None = None
+
+
+class Provider:
+    """Base class for adapters. `config` is the agent's `model` block (plus any override)."""
+
+    def __init__(self, config: dict, http: httpx.Client | None = None):
+        self.config = config
+        self.http = http or httpx.Client(timeout=default_timeout(config))
+
+    @property
+    def model(self) -> str:
+        return self.config.get("name", "")
+
+    def complete(self, request: ModelRequest) -> Completion:
+        """One non-streamed call."""
+        raise NotImplementedError
+
+    def stream(self, request: ModelRequest) -> Iterator[ProviderChunk]:
+        """One streamed call; the last chunk carries the completion."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.http.close()
+
+
+ProviderFactory = Callable[..., Provider]
+
+
+def default_timeout(config: dict) -> httpx.Timeout:
+    """Connect and read (idle) timeouts from the model block, with sane defaults."""
+    timeouts = config.get("timeouts") or {}
+    return httpx.Timeout(connect=timeouts.get("connect", 10.0), read=timeouts.get("idle", 60.0),
+                         write=30.0, pool=10.0)
+
+
+def status_error(response: httpx.Response, provider: str) -> ProviderError:
+    """Map a non-2xx upstream response to a ProviderError with retry hints."""
+    retryable = response.status_code in (408, 409, 429) or response.status_code >= 500
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    try:
+        body = response.read().decode("utf-8", "replace")[:300]
+    except httpx.HTTPError:
+        body = ""
+    return ProviderError(f"{provider} answered HTTP {response.status_code}: {body}",
+                         retryable=retryable, retry_after=retry_after,
+                         status=response.status_code)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds (dates are ignored)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

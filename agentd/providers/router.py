@@ -1,0 +1,148 @@
+"""Choosing a provider for a turn, and failure handling in one place.
+
+Retries (exponential backoff with jitter, honouring a capped Retry-After) and
+then the agent's `fallbacks`, in order — but only before the first delta
+reached the client. After that a failure is final and the partial answer stays.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import httpx
+
+from agentd.errors import ApiError, InvalidRequest, ModelError, ProviderUnavailable
+from agentd.providers.base import Provider, ProviderChunk, ProviderError
+
+log = logging.getLogger("agentd.providers")
+
+RETRY_AFTER_CAP = 10.0
+
+
+@dataclass
+class RetryPolicy:
+    retries: int = 2
+    base_delay: float = 0.25
+    max_delay: float = 4.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int, error: ProviderError) -> float:
+        if error.retry_after is not None:
+            return min(error.retry_after, RETRY_AFTER_CAP)
+        backoff = min(self.max_delay, self.base_delay * (2 ** attempt))
+        return backoff * (0.5 + random.random() / 2)
+
+
+def model_chain(model: dict) -> list[dict]:
+    """The primary model block followed by its fallbacks, each a complete model block."""
+    primary = {k: v for k, v in model.items() if k not in ("fallbacks", "candidates", "allow_override",
+                                                          "title_model")}
+    return [primary] + list(model.get("fallbacks") or [])
+
+
+def choose_candidate(model: dict, probe: Callable[[str], bool] | None = None) -> dict:
+    """For `provider: auto`: the first candidate whose key is set or whose server answers."""
+    if model.get("provider") != "auto":
+        return model
+    for candidate in model.get("candidates") or []:
+        if candidate.get("requires_env") and not os.environ.get(candidate["requires_env"]):
+            continue
+        if candidate.get("requires_url") and not (probe or _answers)(candidate["requires_url"]):
+            continue
+        return {**{k: v for k, v in model.items() if k not in ("candidates", "provider")}, **candidate}
+    raise ProviderUnavailable("no model candidate of this agent is available")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=0.5).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+class ModelRouter:
+    """Builds providers from model blocks and calls them with retries and fallbacks."""
+
+    def __init__(self, factories: dict[str, Callable], http: httpx.Client | None = None,
+                 policy: RetryPolicy | None = None):
+        self.factories = factories
+        self.http = http
+        self.policy = policy or RetryPolicy()
+        self._cache: dict[tuple, Provider] = {}
+
+    def provider(self, block: dict) -> Provider:
+        key = tuple(sorted((k, repr(v)) for k, v in block.items()))
+        if key not in self._cache:
+            factory = self.factories.get(block["provider"])
+            if factory is None:
+                raise InvalidRequest(f"unknown provider '{block['provider']}'")
+            self._cache[key] = factory(block, http=self.http)
+        return self._cache[key]
+
+    def caller(self, model: dict, stream: bool, request_options: dict | None = None):
+        """A ModelCaller over the chain; `used` tells which block answered."""
+        return _ChainCaller(self, model_chain(model), stream)
+
+
+class _ChainCaller:
+    def __init__(self, router: ModelRouter, chain: list[dict], stream: bool):
+        self.router, self.chain, self.stream = router, chain, stream
+        self.used: dict = chain[0]
+
+    def __call__(self, request) -> Iterator[ProviderChunk]:
+        last_error: ProviderError | None = None
+        for block in self.chain:
+            self.used = block
+            try:
+                yield from self._attempts(block, request)
+                return
+            except ProviderError as exc:
+                if getattr(exc, "after_first_delta", False):
+                    raise _as_api_error(exc) from exc
+                last_error = exc
+                log.warning("provider %s failed, trying the next: %s", block["provider"], exc)
+        raise _as_api_error(last_error)
+
+    def _attempts(self, block: dict, request) -> Iterator[ProviderChunk]:
+        provider = self.router.provider(block)
+        request = _with_model(request, block)
+        retries = block.get("retries", self.router.policy.retries)
+        for attempt in range(retries + 1):
+            started = False
+            try:
+                for chunk in self._call(provider, request):
+                    started = started or chunk.type in ("delta", "reasoning")
+                    yield chunk
+                return
+            except ProviderError as exc:
+                if started:
+                    exc.after_first_delta = True
+                    raise
+                if not exc.retryable or attempt == retries:
+                    raise
+                self.router.policy.sleep(self.router.policy.delay(attempt, exc))
+
+    def _call(self, provider: Provider, request) -> Iterator[ProviderChunk]:
+        if self.stream:
+            yield from provider.stream(request)
+        else:
+            yield ProviderChunk("completion", completion=provider.complete(request))
+
+
+def _with_model(request, block: dict):
+    from dataclasses import replace
+    return replace(request, model=block.get("name") or request.model,
+                   temperature=block.get("temperature", request.temperature),
+                   max_tokens=block.get("max_tokens", request.max_tokens))
+
+
+def _as_api_error(exc: ProviderError | None) -> ApiError:
+    if exc is None:
+        return ProviderUnavailable("no provider could be reached")
+    if exc.unavailable:
+        return ProviderUnavailable(f"the model provider could not be reached: {exc}")
+    return ModelError(f"the model provider failed: {exc}")

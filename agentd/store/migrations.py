@@ -1,0 +1,44 @@
+"""Numbered schema migrations, recorded in a table and run at start-up. Never drop and recreate."""
+from __future__ import annotations
+
+import logging
+
+from agentd.store.models import (ApiKey, CacheEntry, Conversation, IdempotencyRecord, Message,
+                                 SchemaMigration, UsageDay, db)
+
+log = logging.getLogger("agentd.store")
+
+
+def m001_initial(database) -> None:
+    """Conversations, messages, keys, idempotency, cache and usage tables."""
+    database.create_tables([Conversation, Message, ApiKey, IdempotencyRecord, CacheEntry, UsageDay])
+
+
+def m002_indexes(database) -> None:
+    """Indexes for the hot queries: a conversation's page of messages, a user's conversations."""
+    database.execute_sql("CREATE INDEX IF NOT EXISTS message_conv_id ON message (conversation_id, id)")
+    database.execute_sql(
+        "CREATE INDEX IF NOT EXISTS message_agent_user_id ON message (agent_id, user_id, id)")
+    database.execute_sql("CREATE INDEX IF NOT EXISTS conversation_user_agent_updated "
+                         "ON conversation (user_id, agent_id, updated_at)")
+    database.execute_sql("CREATE INDEX IF NOT EXISTS message_status ON message (status)")
+
+
+MIGRATIONS = [(1, m001_initial), (2, m002_indexes)]
+
+
+def migrate(database=None) -> list[int]:
+    """Apply every migration not yet recorded; returns the versions applied."""
+    database = database or db
+    database.create_tables([SchemaMigration])
+    done = {row.version for row in SchemaMigration.select(SchemaMigration.version)}
+    applied = []
+    for version, func in MIGRATIONS:
+        if version in done:
+            continue
+        with database.atomic():
+            func(database)
+            SchemaMigration.insert(version=version, name=func.__name__).on_conflict_ignore().execute()
+        applied.append(version)
+        log.info("applied migration %03d %s", version, func.__name__)
+    return applied

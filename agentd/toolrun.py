@@ -1,0 +1,117 @@
+"""Running one step's tool calls: concurrently, each validated and timed out, errors as data.
+
+No Flask or peewee here. Progress (`status`) and results come back as events
+in the order the calls were made, while status lines flow as they happen.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
+
+from agentd.tools import Tool, ToolContext, ToolError, result_text, validate_arguments
+from agentd.vocab import Event, ToolCall, ToolResult
+
+log = logging.getLogger("agentd.tools")
+
+_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="agentd-tool")
+
+
+@dataclass
+class ToolHooks:
+    """Plugin hooks around each call: `before(tool, args, ctx)` may return new args or raise
+    ToolError to refuse; `after(tool, args, result, ctx)` may return a replaced ToolResult."""
+
+    before: list[Callable] = field(default_factory=list)
+    after: list[Callable] = field(default_factory=list)
+
+
+@dataclass
+class ToolRunSettings:
+    timeout: float = 30.0
+    max_output_chars: int = 20000
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"\n[truncated: {len(text) - limit} more characters]"
+
+
+def _error(call: ToolCall, message: str) -> ToolResult:
+    return ToolResult(call.id, call.name, f"Error: {message}", is_error=True)
+
+
+def _execute(tool: Tool, call: ToolCall, ctx: ToolContext, hooks: ToolHooks) -> ToolResult:
+    """Validate, call hooks and the tool; every failure becomes an error result."""
+    try:
+        arguments = validate_arguments(tool, call.arguments)
+        for before in hooks.before:
+            arguments = before(tool, arguments, ctx) or arguments
+        value = tool.call(arguments, ctx)
+        result = ToolResult(call.id, call.name, result_text(value))
+    except ToolError as exc:
+        return _error(call, str(exc))
+    except Exception as exc:  # a tool's bug is the model's information, never a 500
+        log.warning("tool %s raised %s", call.name, exc.__class__.__name__, exc_info=True)
+        return _error(call, f"{exc.__class__.__name__}: {exc}")
+    for after in hooks.after:
+        result = after(tool, arguments, result, ctx) or result
+    return result
+
+
+def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolContext]],
+                   settings: ToolRunSettings, hooks: ToolHooks | None = None) -> Iterator[Event]:
+    """Run calls concurrently; yield `status` events as they come, then one `tool_result` each."""
+    hooks = hooks or ToolHooks()
+    inbox: queue.Queue = queue.Queue()
+    results: dict[int, ToolResult] = {}
+    pending = {}
+    for index, call in enumerate(calls):
+        if call.name not in tools:
+            results[index] = _error(call, f"unknown tool '{call.name}'")
+            continue
+        tool, ctx = tools[call.name]
+        ctx = replace(ctx, status=lambda message: inbox.put(("status", message)))
+        if tool.status_message:
+            inbox.put(("status", tool.status_message))
+        timeout = tool.timeout or settings.timeout
+        pending[index] = time.monotonic() + timeout
+        _pool.submit(_worker, index, tool, call, ctx, hooks, inbox)
+    yield from _collect(calls, pending, results, inbox)
+    for index in range(len(calls)):
+        result = results[index]
+        result.content = _truncate(result.content, settings.max_output_chars)
+        yield Event("tool_result", {"tool_call_id": result.tool_call_id, "name": result.name,
+                                    "content": result.content, "is_error": result.is_error},
+                    payload=result)
+
+
+def _worker(index, tool, call, ctx, hooks, inbox) -> None:
+    inbox.put(("result", index, _execute(tool, call, ctx, hooks)))
+
+
+def _collect(calls, pending, results, inbox) -> Iterator[Event]:
+    """Wait for the workers until each finished or hit its deadline."""
+    while pending:
+        wait = max(0.0, min(pending.values()) - time.monotonic())
+        try:
+            item = inbox.get(timeout=wait)
+        except queue.Empty:
+            now = time.monotonic()
+            for index in [i for i, deadline in pending.items() if deadline <= now]:
+                del pending[index]
+                results[index] = _error(calls[index], "the tool timed out")
+            continue
+        if item[0] == "status":
+            yield Event("status", {"message": str(item[1])[:200]})
+        elif item[1] in pending:
+            del pending[item[1]]
+            results[item[1]] = item[2]
+    while not inbox.empty():  # status lines that raced with the last result
+        item = inbox.get_nowait()
+        if item[0] == "status":
+            yield Event("status", {"message": str(item[1])[:200]})
