@@ -34,9 +34,14 @@ class ProviderError(Exception):
 
 @dataclass
 class ProviderChunk:
-    """A piece of a streamed answer: `delta` text, `reasoning` text, or the final `completion`."""
+    """A piece of a streamed answer: `delta` text, `reasoning` text, or the final `completion`.
 
-    type: str  # delta | reasoning | completion
+    `progress` (no content) says the stream is alive while the model writes
+    something that is not text yet (tool-call arguments, pings); the router
+    uses it for the idle timeout and does not pass it on.
+    """
+
+    type: str  # delta | reasoning | progress | completion
     content: str = ""
     completion: Completion | None = None
 
@@ -67,11 +72,25 @@ class Provider:
 ProviderFactory = Callable[..., Provider]
 
 
+# Seconds. first_byte: until the provider starts answering (first chunk; the whole
+# answer when not streamed); idle: the longest silence between chunks; total: a call.
+DEFAULT_TIMEOUTS = {"connect": 10.0, "first_byte": 120.0, "idle": 60.0, "total": 600.0}
+
+
+def timeouts_of(config: dict) -> dict:
+    """The model block's `timeouts`, completed with the defaults."""
+    return {**DEFAULT_TIMEOUTS, **(config.get("timeouts") or {})}
+
+
 def default_timeout(config: dict) -> httpx.Timeout:
-    """Connect and read (idle) timeouts from the model block, with sane defaults."""
-    timeouts = config.get("timeouts") or {}
-    return httpx.Timeout(connect=timeouts.get("connect", 10.0), read=timeouts.get("idle", 60.0),
-                         write=30.0, pool=10.0)
+    """Socket-level timeouts from the model block.
+
+    A socket read may wait for the first byte or sit through an idle gap, so it
+    gets the larger of the two; the router enforces each one exactly per chunk.
+    """
+    timeouts = timeouts_of(config)
+    read = max(timeouts["first_byte"], timeouts["idle"])
+    return httpx.Timeout(connect=timeouts["connect"], read=read, write=30.0, pool=10.0)
 
 
 def status_error(response: httpx.Response, provider: str) -> ProviderError:

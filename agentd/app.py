@@ -1,0 +1,89 @@
+"""The app factory: builds configuration, storage, plugins, agents and routes. No work at import."""
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+import httpx
+from flask import Flask
+
+from agentd.agents import Agent, AgentProblem, load_agents
+from agentd.chat import ChatService
+from agentd.config import Config
+from agentd.plugins import Registry, load_plugins, split_path_list
+from agentd.providers.router import ModelRouter, RetryPolicy
+from agentd.store import connect_database
+from agentd.store.messages import mark_unfinished
+from agentd.toolrun import ToolHooks
+
+log = logging.getLogger("agentd")
+
+
+@dataclass
+class AppState:
+    """Everything the request handlers share, kept on `app.extensions["agentd"]`."""
+
+    config: Config
+    registry: Registry
+    agents: dict[str, Agent]
+    problems: list[AgentProblem]
+    router: ModelRouter
+    db: object
+    chat: ChatService = None
+    tool_hooks: ToolHooks | None = None
+    authenticators: list = field(default_factory=list)   # request -> Principal | None
+    message_checks: list = field(default_factory=list)   # (agent, principal, ChatInput) -> ChatInput | None
+    answer_checks: list = field(default_factory=list)    # (agent, principal, content) -> str | None
+    turn_observers: list = field(default_factory=list)   # (turn, outcome) -> None
+
+
+def _config(config) -> Config:
+    if config is None:
+        return Config.from_env()
+    if isinstance(config, dict):
+        return Config.from_env(**config)
+    return config
+
+
+def build_state(config: Config) -> AppState:
+    database = connect_database(config.database_url)
+    with database.connection_context():
+        recovered = mark_unfinished()
+    if recovered:
+        log.warning("marked %d message(s) left unfinished by a previous run", recovered)
+    registry = load_plugins(split_path_list(config.plugins_dir), entry_points=config.entry_points)
+    agents, problems = load_agents(config.agents_dir, registry)
+    http = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0),
+                        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
+    router = ModelRouter(registry.providers, http=http, policy=RetryPolicy(**config.extra.get("retry", {})))
+    state = AppState(config=config, registry=registry, agents=agents, problems=problems,
+                     router=router, db=database)
+    state.chat = ChatService(state)
+    return state
+
+
+def _connection_per_request(app: Flask, database) -> None:
+    @app.before_request
+    def _open():
+        database.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(exc):
+        if not database.is_closed() and not getattr(database, "_agentd_keep", False):
+            database.close()
+
+
+def create_app(config: Config | dict | None = None) -> Flask:
+    """Build the Flask application."""
+    config = _config(config)
+    app = Flask("agentd", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.config["SECRET_KEY"] = config.secret_key or secrets.token_hex(32)
+    app.json.sort_keys = False
+    state = build_state(config)
+    app.extensions["agentd"] = state
+    _connection_per_request(app, state.db)
+    from agentd.api import register_api
+    register_api(app)
+    return app

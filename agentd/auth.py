@@ -1,0 +1,65 @@
+"""API keys and who a request comes from.
+
+Keys are random, shown once and stored only as a SHA-256 hash (they carry 256
+bits of entropy, so a slow hash would add nothing). With no key at all the
+server is in open local mode: everyone is user `local`.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from agentd.chat import Principal
+from agentd.errors import InvalidRequest, Unauthorized
+from agentd.store.models import ApiKey, utcnow
+
+KEY_PREFIX = "agd_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(user_id: str, agents: list[str] | None = None) -> tuple[ApiKey, str]:
+    """A new key for `user_id` (optionally limited to some agents); returns the row and the key."""
+    if not user_id or not user_id.strip():
+        raise InvalidRequest("user: must not be empty")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey.create(id=secrets.token_hex(6), user_id=user_id.strip(), key_hash=hash_key(key),
+                        agents=list(agents) if agents else None)
+    return row, key
+
+
+def list_keys() -> list[ApiKey]:
+    return list(ApiKey.select().order_by(ApiKey.created_at))
+
+
+def revoke_key(key_id: str) -> bool:
+    return bool(ApiKey.update(revoked_at=utcnow()).where(
+        (ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute())
+
+
+def any_key_exists() -> bool:
+    return ApiKey.select().exists()
+
+
+def principal_for_key(key: str) -> Principal:
+    """The principal of a bearer key; 401 with no detail for anything wrong."""
+    digest = hash_key(key)
+    row = ApiKey.get_or_none(ApiKey.key_hash == digest)
+    # The lookup is by hash; compare again in constant time so timing says nothing.
+    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
+        raise Unauthorized("A valid API key is required")
+    ApiKey.update(last_used_at=utcnow()).where(ApiKey.id == row.id).execute()
+    return Principal(user_id=row.user_id, agents=row.agents, kind="key")
+
+
+def bearer_principal(authorization: str | None, open_mode: bool) -> Principal:
+    """Resolve `Authorization: Bearer …`; in open local mode, everyone is `local`."""
+    if open_mode:
+        return Principal(user_id="local", kind="local")
+    scheme, _, credential = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("A valid API key is required")
+    return principal_for_key(credential.strip())

@@ -1,0 +1,261 @@
+"""The chat service: one turn from a user's message to a stored answer.
+
+It loads the agent, the conversation and its history window, stores the user
+message, runs the loop, stores what each event carries, and yields the public
+events up. Errors a user caused are raised before the first event, so the API
+layer can still answer them as plain JSON errors.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from agentd.agents import Agent
+from agentd.errors import AgentNotFound, ApiError, InvalidRequest
+from agentd.loop import LoopSettings, run_loop
+from agentd.prompting import system_prompt, title_from
+from agentd.providers.router import choose_candidate
+from agentd.recorder import TurnRecorder
+from agentd.store import messages as store
+from agentd.store.models import Conversation, Message, db, utcnow
+from agentd.toolrun import ToolHooks, ToolRunSettings
+from agentd.tools import ToolContext
+from agentd.vocab import Event, Image, Message as Msg, ModelRequest, ToolCall
+
+log = logging.getLogger("agentd.chat")
+
+
+@dataclass
+class ChatInput:
+    """A validated chat request (API.md's POST body)."""
+
+    message: str
+    conversation_id: str | None = None
+    stream: bool = False
+    context: dict | None = None
+    system_prompt: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    mood: str | None = None
+    web: bool = False
+    images: list[Image] = field(default_factory=list)
+    metadata: dict | None = None
+    auto_title: bool = True
+    channel: str = "api"
+
+
+@dataclass
+class Principal:
+    """Who is asking: a user id, and the agents their key may use (None: all)."""
+
+    user_id: str
+    agents: list[str] | None = None
+    kind: str = "key"  # key | local | widget
+
+
+def _model_block(agent: Agent, inp: ChatInput) -> dict:
+    """The model block for this turn, honouring a per-message override the agent allows."""
+    model = choose_candidate(agent.model)
+    if not (inp.provider or inp.model):
+        return model
+    allowed = model.get("allow_override") or {}
+    provider = inp.provider or model["provider"]
+    name = inp.model or model.get("name")
+    if inp.provider and provider != model["provider"] and provider not in (allowed.get("providers") or []):
+        raise InvalidRequest(f"provider: '{provider}' is not allowed for this agent")
+    if inp.model and name != model.get("name") and name not in (allowed.get("models") or []):
+        raise InvalidRequest(f"model: '{name}' is not allowed for this agent")
+    known = [model] + list(model.get("fallbacks") or [])
+    base = next((b for b in known if b["provider"] == provider), {"provider": provider})
+    return {**base, "name": name, "fallbacks": []}
+
+
+def _history_messages(rows: list[Message]) -> list[Msg]:
+    out = []
+    for row in rows:
+        calls = [ToolCall.from_dict(c) for c in row.tool_calls] if row.tool_calls else None
+        if row.role == "assistant" and not (row.content or calls):
+            continue
+        images = [Image(i["data"], i["mime_type"]) for i in (row.images or [])]
+        out.append(Msg(row.role, row.content, tool_calls=calls, tool_call_id=row.tool_call_id,
+                       name=row.name, images=images))
+    return out
+
+
+class ChatService:
+    """Runs turns for the app; built once by the app factory."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def agent(self, agent_id: str, principal: Principal | None = None) -> Agent:
+        agent = self.state.agents.get(agent_id)
+        if agent is None:
+            raise AgentNotFound(f"Agent {agent_id} does not exist")
+        if principal and principal.agents is not None and agent_id not in principal.agents:
+            raise AgentNotFound(f"Agent {agent_id} does not exist")
+        return agent
+
+    def start_turn(self, agent_id: str, principal: Principal, inp: ChatInput) -> "Turn":
+        """Validate, take the turn lock and store the user message; nothing runs yet."""
+        agent = self.agent(agent_id, principal)
+        limit = agent.setting("max_message_chars", self.state.config.max_message_chars)
+        if len(inp.message) > limit:
+            raise InvalidRequest(f"message: longer than {limit} characters")
+        if inp.system_prompt is not None and not agent.setting("allow_system_prompt_override"):
+            raise InvalidRequest("system_prompt: this agent does not allow overriding its system prompt")
+        block = _model_block(agent, inp)
+        for check in self.state.message_checks:
+            inp = check(agent, principal, inp) or inp
+        conversation, token = self._open_conversation(agent, principal, inp)
+        return Turn(self, agent, principal, inp, conversation, token, block)
+
+    def _open_conversation(self, agent: Agent, principal: Principal, inp: ChatInput):
+        lease = self.state.config.turn_lease_seconds
+        with db.atomic():
+            if inp.conversation_id:
+                conversation = store.get_owned_conversation(inp.conversation_id, principal.user_id, agent.id)
+                stale = conversation.busy_token is not None
+                token = store.acquire_turn(conversation.id, lease)
+                if stale:
+                    store.mark_unfinished(conversation.id)
+                if inp.context is not None:
+                    Conversation.update(context=inp.context).where(Conversation.id == conversation.id).execute()
+                    conversation.context = inp.context
+            else:
+                conversation = store.create_conversation(agent.id, principal.user_id, inp.channel, inp.context)
+                token = store.acquire_turn(conversation.id, lease)
+                if inp.auto_title:
+                    conversation.title = title_from(inp.message)
+                    Conversation.update(title=conversation.title).where(
+                        Conversation.id == conversation.id).execute()
+            user_row = Message.create(conversation=conversation.id, agent_id=agent.id,
+                                      user_id=principal.user_id, role="user", content=inp.message,
+                                      metadata=inp.metadata,
+                                      images=[{"data": i.data, "mime_type": i.mime_type} for i in inp.images] or None)
+        conversation.user_message_id = user_row.id
+        return conversation, token
+
+
+class Turn:
+    """One running turn; iterate `events()` once."""
+
+    def __init__(self, service: ChatService, agent: Agent, principal: Principal, inp: ChatInput,
+                 conversation: Conversation, token: str, block: dict):
+        self.service, self.agent, self.principal, self.inp = service, agent, principal, inp
+        self.conversation, self.token, self.block = conversation, token, block
+        self.cancelled = False
+        self.recorder = TurnRecorder(conversation.id, agent.id, principal.user_id, eager=inp.stream)
+        self.recorder.provider, self.recorder.model = block["provider"], block.get("name")
+        self.caller = service.state.router.caller(block, stream=inp.stream)
+        self.started = time.monotonic()
+        self.outcome = None
+
+    @property
+    def conversation_id(self) -> str:
+        return self.conversation.id
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def _request(self) -> ModelRequest:
+        window = self.agent.setting("history", {}).get("max_messages", 40)
+        rows = store.history_window(self.conversation.id, window)
+        context = self.conversation.context or {}
+        template = self.inp.system_prompt if self.inp.system_prompt is not None else self.agent.setting("system_prompt")
+        system = system_prompt(template, context, mood=self.inp.mood,
+                               prefer_web=self.inp.web and any(n.startswith("web_") for n in self.agent.tools))
+        messages = _history_messages(rows)
+        if messages and messages[-1].role == "user" and self.inp.images:
+            messages[-1].images = list(self.inp.images)
+        return ModelRequest(model=self.block.get("name", ""), messages=messages, system=system,
+                            temperature=self.block.get("temperature"), max_tokens=self.block.get("max_tokens"))
+
+    def _tools(self) -> dict:
+        base = ToolContext(agent_id=self.agent.id, conversation_id=self.conversation.id,
+                           user_id=self.principal.user_id, context=self.conversation.context or {})
+        return {name: (bound.tool, ToolContext(**{**base.__dict__, "config": bound.config}))
+                for name, bound in self.agent.tools.items()}
+
+    def _settings(self) -> LoopSettings:
+        tool_settings = ToolRunSettings(
+            timeout=self.agent.setting("tool_timeout", self.service.state.config.tool_timeout),
+            max_output_chars=self.agent.setting("max_tool_output_chars", 20000))
+        return LoopSettings(max_tool_rounds=self.agent.setting("max_tool_rounds", 8),
+                            repeat_limit=self.agent.setting("repeat_limit", 3), tools=tool_settings)
+
+    def start_event(self) -> Event:
+        row_id = self.recorder.open_row() if self.inp.stream else None
+        return Event("start", {"id": row_id, "conversation_id": self.conversation.id,
+                               "user_message_id": self.conversation.user_message_id,
+                               "provider": self.block["provider"], "model": self.block.get("name")})
+
+    def events(self) -> Iterator[Event]:
+        """The turn's events, ending with `done` or `error`; the lock is released at the end."""
+        status = "partial"
+        loop = None
+        try:
+            yield self.start_event()
+            loop = run_loop(self._request(), self.caller, self._tools(), self._settings(),
+                            self.service.state.tool_hooks or ToolHooks())
+            for event in loop:
+                if self.cancelled:
+                    break
+                done = self._record(event)
+                if done is not None:
+                    status = "complete"
+                    yield done
+                    return
+                if event.type in ("delta", "reasoning", "tool_call", "status", "tool_result"):
+                    yield event
+        except ApiError as exc:
+            status = "error"
+            yield self._error_event(exc)
+        except Exception as exc:
+            status = "error"
+            log.exception("turn failed")
+            yield self._error_event(ApiError("the turn failed unexpectedly"))
+        finally:
+            if loop is not None:
+                loop.close()  # closes the provider's request when the client went away
+            self._finish(status)
+
+    def _record(self, event: Event) -> Event | None:
+        """Store what an event carries; returns the `done` event once the answer is stored."""
+        self.recorder.provider = self.caller.used.get("provider", self.recorder.provider)
+        self.recorder.model = self.caller.used.get("name", self.recorder.model)
+        if event.type in ("delta", "reasoning"):
+            self.recorder.open_row()
+            self.recorder.add_text(event.type, event.data["content"])
+        elif event.type == "assistant_message":
+            self.recorder.tool_step(event.payload)
+        elif event.type == "tool_result":
+            self.recorder.tool_result(event.payload)
+        elif event.type == "answer":
+            return self._done(event.payload)
+        return None
+
+    def _done(self, outcome) -> Event:
+        self.outcome = outcome
+        content = outcome.completion.message.content
+        for check in self.service.state.answer_checks:
+            content = check(self.agent, self.principal, content) or content
+        row_id = self.recorder.answer(outcome.completion, content)
+        row = Message.get_by_id(row_id)
+        message = store.message_dict(row)
+        message["usage"] = outcome.usage.to_dict()
+        for observer in self.service.state.turn_observers:
+            observer(self, outcome)
+        return Event("done", {"message": message, "usage": outcome.usage.to_dict()})
+
+    def _error_event(self, exc: ApiError) -> Event:
+        return Event("error", {"error": {"code": exc.code, "message": exc.message}}, payload=exc)
+
+    def _finish(self, status: str) -> None:
+        try:
+            if status != "complete":
+                self.recorder.fail("partial" if status == "partial" else "error")
+        finally:
+            store.release_turn(self.conversation.id, self.token)

@@ -1,0 +1,111 @@
+"""Storing what a turn produces: assistant rows, tool rows, their final status.
+
+A streamed turn creates its assistant row when the model starts answering, so
+the `start` event can name it and a crash leaves a row to mark; text piles up
+in memory (no write per delta) and lands when the row is finished. A
+non-streamed turn writes all its messages in one transaction at the end.
+"""
+from __future__ import annotations
+
+from agentd.store.models import Message, db, utcnow
+from agentd.vocab import Completion, ToolResult, Usage
+
+
+class TurnRecorder:
+    def __init__(self, conversation_id: str, agent_id: str, user_id: str, eager: bool):
+        self.base = {"conversation": conversation_id, "agent_id": agent_id, "user_id": user_id}
+        self.eager = eager
+        self.pending: list[dict] = []
+        self.row_id: int | None = None   # the open assistant row (eager mode)
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.provider: str | None = None
+        self.model: str | None = None
+
+    # -- the open assistant row ----------------------------------------------------
+    def open_row(self) -> int | None:
+        """Make sure an assistant row exists for the current model call (eager mode)."""
+        if self.eager and self.row_id is None:
+            self.row_id = Message.insert(role="assistant", status="streaming", content=None,
+                                         provider=self.provider, model=self.model,
+                                         created_at=utcnow(), **self.base).execute()
+        return self.row_id
+
+    def add_text(self, kind: str, content: str) -> None:
+        (self.reasoning if kind == "reasoning" else self.text).append(content)
+
+    def partial_text(self) -> str:
+        return "".join(self.text)
+
+    def _assistant_fields(self, completion: Completion | None, status: str, content=None) -> dict:
+        message = completion.message if completion else None
+        usage = completion.usage if completion else None
+        text = content if content is not None else (message.content if message else self.partial_text())
+        return {"role": "assistant", "content": text or None, "status": status,
+                "tool_calls": [c.to_dict() for c in message.tool_calls] if message and message.tool_calls else None,
+                "reasoning": (message.reasoning if message else None) or ("".join(self.reasoning) or None),
+                "provider": self.provider, "model": (completion.model if completion else None) or self.model,
+                "prompt_tokens": usage.prompt_tokens if usage else None,
+                "completion_tokens": usage.completion_tokens if usage else None}
+
+    def _finish_row(self, fields: dict) -> int:
+        """Close the open assistant row (eager) or queue it (buffered); returns its id or 0."""
+        self.text, self.reasoning = [], []
+        if not self.eager:
+            self.pending.append(fields)
+            return 0
+        row_id = self.open_row()
+        Message.update(**fields).where(Message.id == row_id).execute()
+        self.row_id = None
+        return row_id
+
+    # -- what the loop reports -------------------------------------------------------
+    def tool_step(self, completion: Completion) -> None:
+        self._finish_row(self._assistant_fields(completion, "complete"))
+
+    def tool_result(self, result: ToolResult) -> None:
+        fields = {"role": "tool", "content": result.content, "tool_call_id": result.tool_call_id,
+                  "name": result.name, "is_error": result.is_error, "status": "complete"}
+        if self.eager:
+            Message.insert(created_at=utcnow(), **fields, **self.base).execute()
+        else:
+            self.pending.append(fields)
+
+    def answer(self, completion: Completion, content: str | None) -> int:
+        """Store the final answer; returns its id."""
+        fields = self._assistant_fields(completion, "complete", content=content)
+        if self.eager:
+            return self._finish_row(fields)
+        self.pending.append(fields)
+        return self.flush()
+
+    def fail(self, status: str) -> int | None:
+        """End the turn as `partial` or `error`, keeping any text already produced."""
+        text = self.partial_text()
+        if not text and self.row_id is None and not self.eager:
+            self.flush()
+            return None
+        fields = self._assistant_fields(None, status if text else "error", content=text or None)
+        if self.eager and self.row_id is not None:
+            return self._finish_row(fields)
+        if text:
+            self.pending.append(fields)
+        return self.flush() or None
+
+    def flush(self) -> int:
+        """Write the buffered messages in one transaction; returns the last id."""
+        last = 0
+        if not self.pending:
+            return last
+        with db.atomic():
+            for fields in self.pending:
+                last = Message.insert(created_at=utcnow(), **fields, **self.base).execute()
+        self.pending = []
+        return last
+
+
+def sum_usage(*usages: Usage) -> Usage:
+    total = Usage()
+    for usage in usages:
+        total = total + usage
+    return total

@@ -1,0 +1,150 @@
+"""Queries over conversations and messages. Ownership is checked here, on every read and write."""
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import peewee as pw
+
+from agentd.errors import ConversationBusy, ConversationNotFound, Forbidden
+from agentd.store.models import Conversation, Message, db, utcnow
+
+UNFINISHED = "streaming"
+
+
+def new_conversation_id() -> str:
+    # 128 random bits: unguessable, as API.md asks (at least 96).
+    return "conv_" + secrets.token_urlsafe(16)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
+
+
+def get_owned_conversation(conversation_id: str, user_id: str, agent_id: str | None = None) -> Conversation:
+    """The conversation if `user_id` owns it: 404 when it does not exist, 403 when another's."""
+    conversation = Conversation.get_or_none(Conversation.id == conversation_id)
+    if conversation is None or (agent_id and conversation.agent_id != agent_id):
+        raise ConversationNotFound(f"Conversation {conversation_id} does not exist")
+    if conversation.user_id != user_id:
+        raise Forbidden("This conversation belongs to someone else")
+    return conversation
+
+
+def create_conversation(agent_id: str, user_id: str, channel: str, context: dict | None) -> Conversation:
+    return Conversation.create(id=new_conversation_id(), agent_id=agent_id, user_id=user_id,
+                               channel=channel, context=context or None)
+
+
+def acquire_turn(conversation_id: str, lease_seconds: int) -> str:
+    """Take the conversation's turn lock through the database, so it holds across processes."""
+    token = secrets.token_hex(8)
+    now = utcnow()
+    claimed = (Conversation.update(busy_token=token, busy_until=now + dt.timedelta(seconds=lease_seconds))
+               .where((Conversation.id == conversation_id)
+                      & (Conversation.busy_token.is_null() | (Conversation.busy_until < now)))
+               .execute())
+    if not claimed:
+        raise ConversationBusy("A turn is already running in this conversation")
+    return token
+
+
+def release_turn(conversation_id: str, token: str) -> None:
+    (Conversation.update(busy_token=None, busy_until=None, updated_at=utcnow())
+     .where((Conversation.id == conversation_id) & (Conversation.busy_token == token)).execute())
+
+
+def extend_turn(conversation_id: str, token: str, lease_seconds: int) -> None:
+    (Conversation.update(busy_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+     .where((Conversation.id == conversation_id) & (Conversation.busy_token == token)).execute())
+
+
+def history_window(conversation_id: str, max_messages: int) -> list[Message]:
+    """The most recent messages for the model, oldest first, never starting mid tool exchange."""
+    rows = list(Message.select().where((Message.conversation == conversation_id)
+                                       & (Message.status != "refused"))
+                .order_by(Message.id.desc()).limit(max_messages))
+    rows.reverse()
+    while rows and rows[0].role != "user":
+        rows.pop(0)
+    return rows
+
+
+def _filter(agent_id: str, user_id: str, conversation_id: str | None):
+    if conversation_id:
+        return Message.conversation == conversation_id
+    return (Message.agent_id == agent_id) & (Message.user_id == user_id)
+
+
+def history_page(agent_id: str, user_id: str, conversation_id: str | None, limit: int,
+                 before: int | None = None, after: int | None = None) -> tuple[list[Message], int, bool]:
+    """A page of messages oldest first, the total the filter matches, and whether more lie beyond."""
+    where = _filter(agent_id, user_id, conversation_id)
+    total = Message.select().where(where).count()
+    query = Message.select().where(where)
+    if after is not None:
+        rows = list(query.where(Message.id > after).order_by(Message.id).limit(limit + 1))
+        has_more = len(rows) > limit
+        return rows[:limit], total, has_more
+    if before is not None:
+        query = query.where(Message.id < before)
+    rows = list(query.order_by(Message.id.desc()).limit(limit + 1))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    rows.reverse()
+    return rows, total, has_more
+
+
+def clear_messages(agent_id: str, user_id: str, conversation_id: str | None) -> int:
+    """Delete a conversation's messages, or all of the user's messages with the agent."""
+    with db.atomic():
+        return Message.delete().where(_filter(agent_id, user_id, conversation_id)).execute()
+
+
+def _stale_conversations():
+    now = utcnow()
+    return (Conversation.select(Conversation.id)
+            .where(Conversation.busy_token.is_null() | (Conversation.busy_until < now)))
+
+
+def mark_unfinished(conversation_id: str | None = None) -> int:
+    """Rows a crash left mid-stream become `partial` (some text) or `error` (none).
+
+    Only rows whose conversation holds no live turn lease are touched, so another
+    process's running stream is never disturbed.
+    """
+    scope = (Message.conversation.in_(_stale_conversations()) if conversation_id is None
+             else Message.conversation == conversation_id)
+    unfinished = (Message.status == UNFINISHED) & scope
+    with db.atomic():
+        with_text = (Message.update(status="partial")
+                     .where(unfinished & Message.content.is_null(False) & (Message.content != ""))
+                     .execute())
+        empty = Message.update(status="error").where(unfinished).execute()
+    return with_text + empty
+
+
+def message_dict(row: Message) -> dict:
+    """A stored message in API.md's shape."""
+    data = {"id": row.id, "role": row.role, "content": row.content,
+            "conversation_id": row.conversation_id, "created_at": iso(row.created_at)}
+    if row.role == "assistant":
+        data["tool_calls"] = row.tool_calls or None
+        data["status"] = row.status
+        if row.provider:
+            data.update(provider=row.provider, model=row.model)
+        if row.prompt_tokens is not None:
+            data["usage"] = {"prompt_tokens": row.prompt_tokens,
+                             "completion_tokens": row.completion_tokens,
+                             "total_tokens": row.prompt_tokens + (row.completion_tokens or 0)}
+    elif row.role == "tool":
+        data.update(tool_call_id=row.tool_call_id, name=row.name, is_error=row.is_error)
+    elif row.role == "user":
+        data["metadata"] = row.metadata
+        if row.status != "complete":
+            data["status"] = row.status
+    return data
+
+
+def count_messages(conversation_id: str) -> int:
+    return Message.select(pw.fn.COUNT(Message.id)).where(Message.conversation == conversation_id).scalar()

@@ -1,0 +1,106 @@
+"""Shared fixtures: a fake model server, and real agentd servers on loopback.
+
+`agentd_server(agents={...})` writes the agents' YAML into a temporary folder,
+builds the app on a fresh database and serves it over real HTTP on 127.0.0.1.
+The database is a new SQLite file per test, or a new PostgreSQL database per
+test when AGENTD_TEST_POSTGRES_URL names a server (see tests/pg.py).
+"""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI, Reply  # noqa: F401  (re-exported for tests)
+from tests.fakes.server import LoopbackServer
+
+
+@pytest.fixture
+def fake_openai():
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def database_url(tmp_path, request):
+    """A fresh, empty database for one test."""
+    pg = os.environ.get("AGENTD_TEST_POSTGRES_URL")
+    if pg:
+        from tests.pg import fresh_database
+        with fresh_database(pg) as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / 'agentd.db'}"
+
+
+def openai_agent(fake: FakeOpenAI, **extra) -> str:
+    """YAML for an agent on the fake OpenAI server; `extra` keys are merged in as YAML."""
+    import yaml
+    spec = {"name": "Test agent", "description": "An agent for tests",
+            "model": {"provider": "openai", "name": "fake-model", "base_url": fake.url,
+                      "retries": 0}}
+    for key, value in extra.items():
+        if key == "model":
+            spec["model"].update(value)
+        else:
+            spec[key] = value
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+class RunningServer:
+    def __init__(self, app, server: LoopbackServer):
+        self.app = app
+        self.state = app.extensions["agentd"]
+        self.server = server
+        self.url = server.url
+        self.client = httpx.Client(base_url=server.url, timeout=30.0)
+
+    def chat(self, agent: str, message: str, **body):
+        return self.client.post(f"/api/agents/{agent}/chat", json={"message": message, **body})
+
+    def history(self, agent: str, **params):
+        return self.client.get(f"/api/agents/{agent}/chat", params=params)
+
+
+@pytest.fixture
+def agentd_server(tmp_path, database_url):
+    """Factory: agentd_server(agents={"id": yaml_text}, plugins_dir=..., **config) -> RunningServer."""
+    from agentd.app import create_app
+    from agentd.config import Config
+
+    running: list[RunningServer] = []
+
+    def start(agents: dict[str, str] | None = None, **config) -> RunningServer:
+        agents_dir = tmp_path / f"agents{len(running)}"
+        agents_dir.mkdir()
+        for agent_id, text in (agents or {}).items():
+            (agents_dir / f"{agent_id}.yaml").write_text(textwrap.dedent(text))
+        extra = config.pop("extra", {})
+        extra.setdefault("retry", {"base_delay": 0.01, "max_delay": 0.05})
+        settings = {"database_url": database_url, "agents_dir": str(agents_dir),
+                    "log_format": "text", "extra": extra, **config}
+        app = create_app(Config.from_env(**settings))
+        server = RunningServer(app, LoopbackServer(app).start())
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.client.close()
+        server.server.stop()
+        server.state.db.close()
+
+
+def sse_events(response: httpx.Response) -> list[dict]:
+    """The JSON events of an SSE body."""
+    import json
+    events = []
+    for block in response.text.split("\n\n"):
+        for line in block.splitlines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:].strip()))
+    return events
