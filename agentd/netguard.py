@@ -170,7 +170,8 @@ def vet_host(host: str, policy: Policy) -> list[str]:
             # ANY bad address refuses the name: a DNS answer mixing public and
             # private addresses is a classic way round a "first address" check.
             if not is_public_address(address):
-                raise BlockedError(f"{host} resolves to {address}, which is not a public address")
+                shown = host if literal is not None else f"{host} resolves to {address}, which"
+                raise BlockedError(f"{shown} is not a public address")
     return addresses
 
 
