@@ -6,9 +6,12 @@ reached the client. After that a failure is final and the partial answer stays.
 """
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -16,7 +19,7 @@ from typing import Callable, Iterator
 import httpx
 
 from agentd.errors import ApiError, InvalidRequest, ModelError, ProviderUnavailable
-from agentd.providers.base import Provider, ProviderChunk, ProviderError
+from agentd.providers.base import Provider, ProviderChunk, ProviderError, timeouts_of
 
 log = logging.getLogger("agentd.providers")
 
@@ -28,11 +31,12 @@ class RetryPolicy:
     retries: int = 2
     base_delay: float = 0.25
     max_delay: float = 4.0
+    retry_after_cap: float = RETRY_AFTER_CAP  # a provider asking for minutes is not waited for
     sleep: Callable[[float], None] = time.sleep
 
     def delay(self, attempt: int, error: ProviderError) -> float:
         if error.retry_after is not None:
-            return min(error.retry_after, RETRY_AFTER_CAP)
+            return min(error.retry_after, self.retry_after_cap)
         backoff = min(self.max_delay, self.base_delay * (2 ** attempt))
         return backoff * (0.5 + random.random() / 2)
 
@@ -114,7 +118,10 @@ class _ChainCaller:
         for attempt in range(retries + 1):
             started = False
             try:
-                for chunk in self._call(provider, request):
+                for chunk in watched(lambda: self._call(provider, request), timeouts_of(block),
+                                     block["provider"]):
+                    if chunk.type == "progress":
+                        continue  # only the watchdog cares
                     started = started or chunk.type in ("delta", "reasoning")
                     yield chunk
                 return
@@ -124,6 +131,7 @@ class _ChainCaller:
                     raise
                 if not exc.retryable or attempt == retries:
                     raise
+                log.info("provider %s failed (%s), retry %d", block["provider"], exc, attempt + 1)
                 self.router.policy.sleep(self.router.policy.delay(attempt, exc))
 
     def _call(self, provider: Provider, request) -> Iterator[ProviderChunk]:
@@ -131,6 +139,73 @@ class _ChainCaller:
             yield from provider.stream(request)
         else:
             yield ProviderChunk("completion", completion=provider.complete(request))
+
+
+# --- deadlines ------------------------------------------------------------------
+# Socket timeouts cannot tell "no first token yet" from "silent mid-stream", and
+# cannot bound a whole call; so the call runs in a worker thread and we wait on
+# its chunks with the right deadline for each. This holds for every provider,
+# plugins included, whatever HTTP client they use.
+
+_CHUNK, _ERROR, _END = "chunk", "error", "end"
+
+
+def watched(make_chunks: Callable[[], Iterator[ProviderChunk]], limits: dict,
+            label: str) -> Iterator[ProviderChunk]:
+    """Chunks of `make_chunks()`, failing with a ProviderError when a deadline passes.
+
+    first_byte bounds the wait for the first chunk, idle every later gap, total the call.
+    """
+    chunks: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+    worker = threading.Thread(target=contextvars.copy_context().run,
+                              args=(_pump, make_chunks, chunks, cancel), daemon=True,
+                              name=f"agentd-model-{label}")
+    worker.start()
+    deadline = time.monotonic() + limits["total"]
+    first, produced = True, False
+    try:
+        while True:
+            kind, value = _next(chunks, limits, deadline, first, produced, label)
+            if kind == _END:
+                return
+            if kind == _ERROR:
+                raise value
+            first = False
+            produced = produced or value.type in ("delta", "reasoning")
+            yield value
+    finally:
+        cancel.set()  # the worker stops at its next chunk and closes the upstream response
+
+
+def _next(chunks: queue.Queue, limits: dict, deadline: float, first: bool, produced: bool,
+          label: str):
+    which = "first_byte" if first else "idle"
+    wait = limits[which]
+    if deadline - time.monotonic() < wait:
+        which, wait = "total", max(deadline - time.monotonic(), 0.0)
+    try:
+        return chunks.get(timeout=wait)
+    except queue.Empty:
+        raise ProviderError(f"{label} timed out ({which} timeout of {limits[which]}s)",
+                            unavailable=not produced, retryable=True) from None
+
+
+def _pump(make_chunks, chunks: queue.Queue, cancel: threading.Event) -> None:
+    """Worker side: move chunks into the queue until done, failed or cancelled."""
+    iterator = make_chunks()
+    try:
+        for chunk in iterator:
+            if cancel.is_set():
+                break
+            chunks.put((_CHUNK, chunk))
+    except Exception as exc:  # noqa: BLE001 — handed to the waiting side, which raises it
+        chunks.put((_ERROR, exc))
+    finally:
+        close = getattr(iterator, "close", None)
+        if close:
+            close()  # a generator must be closed by the thread that ran it
+        chunks.put((_END, None))
 
 
 def _with_model(request, block: dict):

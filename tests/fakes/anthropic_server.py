@@ -1,0 +1,207 @@
+"""A fake Anthropic server speaking the real Messages API wire format (plain and SSE).
+
+Same shape as `openai_server.FakeOpenAI`: `fake.script(Reply(...), ...)`; each
+request takes the next reply (or a default echo) and is recorded in
+`fake.requests` (bodies), `fake.headers` and `fake.paths`.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import LoopbackServer
+
+
+@dataclass
+class Reply:
+    content: str | None = None
+    tool_calls: list[tuple[str, dict | str]] = field(default_factory=list)  # (name, arguments)
+    reasoning: str | None = None
+    usage: tuple[int, int] = (10, 5)
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    chunk_delay: float = 0.0          # seconds between streamed events
+    fault: str | None = None          # truncate | malformed | error_event | stall | garbage
+    fault_at: int = 2                 # index of the streamed event the fault replaces
+    model: str = "claude-fake"
+    func: object = None               # optional callable(request_body) -> Reply
+
+
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
+               500: "api_error", 529: "overloaded_error"}
+
+
+def _blocks(reply: Reply) -> list[dict]:
+    blocks = []
+    if reply.reasoning:
+        blocks.append({"type": "thinking", "thinking": reply.reasoning, "signature": "sig-fake"})
+    if reply.content:
+        blocks.append({"type": "text", "text": reply.content})
+    for index, (name, args) in enumerate(reply.tool_calls):
+        value = json.loads(args) if isinstance(args, str) else args
+        blocks.append({"type": "tool_use", "id": f"toolu_{index + 1}", "name": name, "input": value})
+    return blocks
+
+
+def _block_events(index: int, block: dict):
+    kind = block["type"]
+    start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}} \
+        if kind == "tool_use" else {"type": kind, kind: ""}
+    yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": start}
+    if kind == "tool_use":
+        args = json.dumps(block["input"])
+        half = len(args) // 2
+        for piece in (args[:half], args[half:]):
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": {"type": "input_json_delta", "partial_json": piece}}
+    else:
+        delta_type = "thinking_delta" if kind == "thinking" else "text_delta"
+        for piece in _pieces(block[kind]):
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": {"type": delta_type, kind: piece}}
+        if kind == "thinking":
+            yield "content_block_delta", {"type": "content_block_delta", "index": index,
+                                          "delta": {"type": "signature_delta", "signature": block["signature"]}}
+    yield "content_block_stop", {"type": "content_block_stop", "index": index}
+
+
+class FakeAnthropic:
+    def __init__(self):
+        self.replies: queue.Queue = queue.Queue()
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.paths: list[str] = []
+        self.streams_closed_early = 0
+        self.streams_finished = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.server = LoopbackServer(self.wsgi)
+
+    # -- scripting ---------------------------------------------------------------
+    def script(self, *replies: Reply) -> None:
+        for reply in replies:
+            self.replies.put(reply)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def _next(self, body: dict) -> Reply:
+        try:
+            reply = self.replies.get_nowait()
+        except queue.Empty:
+            reply = Reply(content=f"echo: {_last_user_text(body)}")
+        if reply.func:
+            reply = reply.func(body)
+        return reply
+
+    # -- the HTTP side -------------------------------------------------------------
+    def wsgi(self, environ, start_response):
+        request = Request(environ)
+        if request.path != "/v1/messages" or request.method != "POST":
+            return Response("not found", 404)(environ, start_response)
+        body = json.loads(request.get_data() or b"{}")
+        with self.lock:
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            self.paths.append(request.full_path.rstrip("?"))
+        reply = self._next(body)
+        if reply.status != 200:
+            return _json(_error_body(reply.status), reply.status, reply.headers)(environ, start_response)
+        if body.get("stream"):
+            return Response(self._stream(reply), mimetype="text/event-stream")(environ, start_response)
+        if reply.fault in ("garbage", "malformed"):
+            return Response("<html>not json</html>", 200, mimetype="text/html")(environ, start_response)
+        if reply.fault == "stall":
+            self.stopping.wait(30)
+        return _json(self._message(reply))(environ, start_response)
+
+    def _message(self, reply: Reply) -> dict:
+        return {"id": "msg_fake", "type": "message", "role": "assistant", "model": reply.model,
+                "content": _blocks(reply), "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": reply.usage[0], "output_tokens": reply.usage[1]}}
+
+    def _events(self, reply: Reply):
+        start = {**self._message(reply), "content": [], "stop_reason": None,
+                 "usage": {"input_tokens": reply.usage[0], "output_tokens": 1}}
+        yield "message_start", {"type": "message_start", "message": start}
+        yield "ping", {"type": "ping"}
+        for index, block in enumerate(_blocks(reply)):
+            yield from _block_events(index, block)
+        yield "message_delta", {"type": "message_delta",
+                                "delta": {"stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+                                          "stop_sequence": None},
+                                "usage": {"output_tokens": reply.usage[1]}}
+        yield "message_stop", {"type": "message_stop"}
+
+    def _stream(self, reply: Reply):
+        finished = False
+        try:
+            for number, (name, data) in enumerate(self._events(reply)):
+                if reply.fault and number == reply.fault_at:
+                    yield from self._fault(reply.fault)
+                    if reply.fault != "error_event":
+                        return
+                yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+                if reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
+            finished = True
+        finally:
+            with self.lock:
+                if finished:
+                    self.streams_finished += 1
+                else:
+                    self.streams_closed_early += 1
+
+    def _fault(self, fault: str):
+        if fault == "malformed":
+            yield b"event: content_block_delta\ndata: {not json\n\n"
+        elif fault == "error_event":
+            yield (b'event: error\ndata: {"type": "error", "error": '
+                   b'{"type": "overloaded_error", "message": "Overloaded"}}\n\n')
+        elif fault == "stall":
+            self.stopping.wait(30)
+
+    def start(self) -> "FakeAnthropic":
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.stop()
+
+
+def _error_body(status: int) -> dict:
+    return {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"),
+                                       "message": "fake failure"}}
+
+
+def _json(payload: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(payload), status, headers=headers or {}, mimetype="application/json")
+
+
+def _last_user_text(body: dict) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message["role"] != "user":
+            continue
+        content = message["content"]
+        if isinstance(content, str):
+            return content
+        texts = [b.get("text", "") for b in content if b.get("type") == "text"]
+        return texts[-1] if texts else "image message"
+    return ""
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or i == 0] if text else []

@@ -1,0 +1,198 @@
+"""A fake Gemini server speaking the real generateContent / streamGenerateContent wire format.
+
+Same shape as `openai_server.FakeOpenAI`: `fake.script(Reply(...), ...)`; each
+request takes the next reply (or a default echo) and is recorded in
+`fake.requests` (bodies), `fake.headers` and `fake.paths` (the model and the
+method are in the path).
+"""
+from __future__ import annotations
+
+import json
+import queue
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import LoopbackServer
+
+_ROUTE = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
+STATUS_NAMES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED",
+                500: "INTERNAL", 503: "UNAVAILABLE"}
+
+
+@dataclass
+class Reply:
+    content: str | None = None
+    tool_calls: list[tuple[str, dict | str]] = field(default_factory=list)  # (name, arguments)
+    reasoning: str | None = None
+    usage: tuple[int, int] = (10, 5)
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    chunk_delay: float = 0.0          # seconds between streamed chunks
+    fault: str | None = None          # truncate | malformed | error_event | stall | garbage
+    fault_at: int = 0                 # index of the streamed chunk the fault replaces
+    model: str = "gemini-fake"
+    func: object = None               # optional callable(request_body) -> Reply
+
+
+def _usage(reply: Reply) -> dict:
+    return {"promptTokenCount": reply.usage[0], "candidatesTokenCount": reply.usage[1],
+            "totalTokenCount": sum(reply.usage)}
+
+
+def _call_parts(reply: Reply) -> list[dict]:
+    parts = []
+    for name, args in reply.tool_calls:
+        parts.append({"functionCall": {"name": name,
+                                       "args": json.loads(args) if isinstance(args, str) else args}})
+    if parts:
+        parts[0]["thoughtSignature"] = "sig-fake"  # Gemini signs the first call of a step
+    return parts
+
+
+def _response(parts: list[dict], reply: Reply, finish: bool) -> dict:
+    candidate = {"content": {"role": "model", "parts": parts}, "index": 0}
+    data = {"candidates": [candidate], "modelVersion": reply.model}
+    if finish:
+        candidate["finishReason"] = "STOP"
+        data["usageMetadata"] = _usage(reply)
+    return data
+
+
+class FakeGemini:
+    def __init__(self):
+        self.replies: queue.Queue = queue.Queue()
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.paths: list[str] = []
+        self.streams_closed_early = 0
+        self.streams_finished = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.server = LoopbackServer(self.wsgi)
+
+    # -- scripting ---------------------------------------------------------------
+    def script(self, *replies: Reply) -> None:
+        for reply in replies:
+            self.replies.put(reply)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def calls(self) -> int:
+        return len(self.requests)
+
+    def _next(self, body: dict) -> Reply:
+        try:
+            reply = self.replies.get_nowait()
+        except queue.Empty:
+            reply = Reply(content=f"echo: {_last_user_text(body)}")
+        if reply.func:
+            reply = reply.func(body)
+        return reply
+
+    # -- the HTTP side -------------------------------------------------------------
+    def wsgi(self, environ, start_response):
+        request = Request(environ)
+        route = _ROUTE.match(request.path)
+        if not route or request.method != "POST":
+            return _json(_error_body(404), 404)(environ, start_response)
+        body = json.loads(request.get_data() or b"{}")
+        with self.lock:
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
+            self.paths.append(request.full_path.rstrip("?"))
+        reply = self._next(body)
+        if reply.status != 200:
+            return _json(_error_body(reply.status), reply.status, reply.headers)(environ, start_response)
+        if route["method"] == "streamGenerateContent":
+            if request.args.get("alt") != "sse":
+                return _json(_error_body(400), 400)(environ, start_response)
+            return Response(self._stream(reply), mimetype="text/event-stream")(environ, start_response)
+        if reply.fault in ("garbage", "malformed"):
+            return Response("<html>not json</html>", 200, mimetype="text/html")(environ, start_response)
+        if reply.fault == "stall":
+            self.stopping.wait(30)
+        return _json(self._whole(reply))(environ, start_response)
+
+    def _whole(self, reply: Reply) -> dict:
+        parts = [{"text": reply.reasoning, "thought": True}] if reply.reasoning else []
+        parts += [{"text": reply.content}] if reply.content else []
+        return _response(parts + _call_parts(reply), reply, finish=True)
+
+    def _chunks(self, reply: Reply):
+        if reply.reasoning:
+            yield _response([{"text": reply.reasoning, "thought": True}], reply, finish=False)
+        pieces = _pieces(reply.content or "")
+        for piece in pieces[:-1]:
+            yield _response([{"text": piece}], reply, finish=False)
+        # The last chunk carries the last text, the calls, finishReason and usage together.
+        last = [{"text": pieces[-1]}] if pieces else []
+        yield _response(last + _call_parts(reply), reply, finish=True)
+
+    def _stream(self, reply: Reply):
+        finished = False
+        try:
+            for number, chunk in enumerate(self._chunks(reply)):
+                if reply.fault and number == reply.fault_at:
+                    yield from self._fault(reply.fault)
+                    if reply.fault != "error_event":
+                        return
+                yield f"data: {json.dumps(chunk)}\r\n\r\n".encode()
+                if reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
+            finished = True
+        finally:
+            with self.lock:
+                if finished:
+                    self.streams_finished += 1
+                else:
+                    self.streams_closed_early += 1
+
+    def _fault(self, fault: str):
+        if fault == "malformed":
+            yield b"data: {not json\r\n\r\n"
+        elif fault == "error_event":
+            yield (b'data: {"error": {"code": 500, "message": "Internal error encountered.", '
+                   b'"status": "INTERNAL"}}\r\n\r\n')
+        elif fault == "stall":
+            self.stopping.wait(30)
+
+    def start(self) -> "FakeGemini":
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.stop()
+
+
+def _error_body(status: int) -> dict:
+    return {"error": {"code": status, "message": "fake failure",
+                      "status": STATUS_NAMES.get(status, "UNKNOWN")}}
+
+
+def _json(payload: dict, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(payload), status, headers=headers or {}, mimetype="application/json")
+
+
+def _last_user_text(body: dict) -> str:
+    for content in reversed(body.get("contents", [])):
+        if content.get("role") != "user":
+            continue
+        texts = [p["text"] for p in content.get("parts", []) if "text" in p]
+        if texts:
+            return texts[-1]
+        if any("inlineData" in p for p in content.get("parts", [])):
+            return "image message"
+    return ""
+
+
+def _pieces(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or i == 0] if text else []
