@@ -1,0 +1,376 @@
+"""db_lookup: named, parameterised SQL queries from the agent's YAML, each its own tool.
+
+Written as any user's plugin is: a Toolset whose build(config) makes one tool
+per named query (its JSON schema from the declared parameters) and, only when
+enabled, a free read-only SQL tool over allowlisted tables.
+
+Read-only by construction, not by trusting the SQL: SQLite is opened with
+`mode=ro`, `query_only` and an authorizer that allows reading and nothing
+else (free SQL: only allowlisted tables and known functions); PostgreSQL runs
+each query in a READ ONLY transaction with a statement_timeout (use a role
+with SELECT grants only, too). Values are always bound, never formatted in.
+agentd's own database is refused. Every query has a time budget and a row cap.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+from agentd import Tool, ToolError, Toolset, hookimpl
+
+NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+PARAM_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+FREE_SQL_TOOL = "sql_query"
+
+PARAMETER_SCHEMA = {
+    "type": "object", "additionalProperties": False,
+    "properties": {"type": {"enum": list(PARAM_TYPES)}, "description": {"type": "string"},
+                   "enum": {"type": "array"}, "default": {}},
+}
+CONFIG_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["database"],
+    "properties": {
+        "database": {"type": "string", "pattern": "^(sqlite|postgres|postgresql)://"},
+        "queries": {"type": "object", "propertyNames": {"pattern": NAME},
+                    "additionalProperties": {
+                        "type": "object", "additionalProperties": False, "required": ["sql"],
+                        "properties": {"description": {"type": "string"}, "sql": {"type": "string", "minLength": 1},
+                                       "parameters": {"type": "object", "propertyNames": {"pattern": NAME},
+                                                      "additionalProperties": PARAMETER_SCHEMA}}}},
+        "free_sql": {"type": "object", "additionalProperties": False,
+                     "properties": {"enabled": {"type": "boolean"}, "name": {"type": "string", "pattern": NAME},
+                                    "description": {"type": "string"},
+                                    "tables": {"type": "array", "items": {"type": "string", "minLength": 1}}}},
+        "max_rows": {"type": "integer", "minimum": 1, "maximum": 10000},
+        "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 300},
+    },
+}
+
+# ---------------------------------------------------------------- SQL text
+_TOKEN = re.compile(r"""
+    (?P<string>'(?:[^']|'')*'?) | (?P<ident>"(?:[^"]|"")*"?) | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))
+  | (?P<dollar>\$(?P<tag>[A-Za-z_]*)\$.*?(?:\$(?P=tag)\$|\Z)) | (?P<code>[^'"$/-]+|.)
+""", re.S | re.X)
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_WORD = re.compile(r"[A-Za-z_][\w$]*")
+
+
+def _tokens(sql: str) -> list[tuple[str, str]]:
+    """(kind, text) pieces, so semicolons and colons inside strings and comments are ignored."""
+    return [(m.lastgroup if m.lastgroup != "tag" else "dollar", m.group()) for m in _TOKEN.finditer(sql)]
+
+
+def _code(sql: str) -> str:
+    """The SQL with strings, quoted names and comments blanked out."""
+    return "".join(text if kind == "code" else " " for kind, text in _tokens(sql))
+
+
+def check_select(sql: str) -> str:
+    """One SELECT (or WITH … SELECT) statement, trailing semicolon allowed; else ToolError."""
+    code = _code(sql).strip().rstrip(";").strip()
+    if ";" in code:
+        raise ToolError("only one statement is allowed (no ';' between statements)")
+    first = (_WORD.findall(code) or [""])[0].upper()
+    if first not in ("SELECT", "WITH"):
+        raise ToolError(f"only SELECT queries are allowed, not {first or 'an empty statement'}")
+    return sql.strip().rstrip(";")
+
+
+def sql_parameters(sql: str) -> list[str]:
+    """The :name placeholders of a statement, in order of first use (not `::casts`)."""
+    return list(dict.fromkeys(_PARAM.findall(_code(sql))))
+
+
+def to_pyformat(sql: str) -> str:
+    """`:name` → `%(name)s` for psycopg; literal % doubled everywhere (psycopg scans it all)."""
+    out = []
+    for kind, text in _tokens(sql):
+        text = text.replace("%", "%%")
+        out.append(_PARAM.sub(r"%(\1)s", text) if kind == "code" else text)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- databases
+def _sqlite_path(url: str) -> str:
+    path = unquote(urlsplit(url).path)
+    path = path[1:] if url.startswith("sqlite:///") and not url.startswith("sqlite:////") else path
+    if not path or path == ":memory:" or path.startswith(":"):
+        raise ToolError("db_lookup needs a database file: sqlite:///path/to/file.db")
+    return os.path.abspath(path)
+
+
+def _identity(url: str):
+    """What makes two URLs the same database: the file, or the server and database name."""
+    if url.startswith("sqlite"):
+        try:
+            return ("sqlite", os.path.realpath(_sqlite_path(url)))
+        except ToolError:
+            return ("sqlite", url)
+    parts = urlsplit(url)
+    return ("postgresql", (parts.hostname or "localhost").lower(), parts.port or 5432,
+            unquote(parts.path.lstrip("/")) or unquote(parts.username or ""))
+
+
+def _own_database_identities() -> list:
+    urls = [os.environ.get("AGENTD_DATABASE_URL") or "sqlite:///agentd.db"]
+    identities = [_identity(u) for u in urls]
+    try:  # the app's live database, whatever URL it was opened from
+        from agentd.store.models import db
+        live = db.obj
+    except Exception:
+        live = None
+    if live is not None and "sqlite" in type(live).__name__.lower():
+        identities.append(("sqlite", os.path.realpath(str(live.database))))
+    elif live is not None:
+        params = getattr(live, "connect_params", {})
+        identities.append(("postgresql", str(params.get("host") or "localhost").lower(),
+                           int(params.get("port") or 5432), live.database))
+    return identities
+
+
+def refuse_own_database(url: str) -> None:
+    """agentd's own tables (API keys, conversations) are never an agent's to read."""
+    mine = _identity(url)
+    for own in _own_database_identities():
+        same = own == mine
+        if own[0] == mine[0] == "sqlite" and os.path.exists(own[1]) and os.path.exists(mine[1]):
+            same = same or os.path.samefile(own[1], mine[1])
+        if same:
+            raise ToolError("db_lookup cannot read agentd's own database")
+
+
+_FREE_FUNCTIONS = frozenset("""abs avg coalesce count date datetime group_concat hex ifnull iif instr
+    julianday length like glob lower ltrim max min nullif printf format quote replace round rtrim
+    strftime substr substring sum time total trim typeof unixepoch upper char unicode sign ceil
+    ceiling floor json_extract json_array_length json_type likely unlikely string_agg""".split())
+_NEVER_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+
+
+_CTE_NAME = re.compile(r"(?:\bWITH(?:\s+RECURSIVE)?|,)\s*([A-Za-z_]\w*)\s*(?:\([^)]*\))?\s+AS\b", re.I)
+
+
+def _readable(table: str, column: str, db_name: str | None, tables, ctes) -> bool:
+    table = (table or "").lower()
+    if db_name == "main":
+        return tables is None or table in tables
+    # count(*) and CTE scans report no database and no column. A CTE name
+    # shadows any table of that name, so reading it never reaches a real table.
+    return db_name is None and not column and (tables is None or table in tables or table in ctes)
+
+
+def _authorizer(tables: frozenset | None, sql: str = ""):
+    """SQLite authorizer: reading only; with `tables`, only those tables and known functions."""
+    ctes = {name.lower() for name in _CTE_NAME.findall(_code(sql))}
+
+    def check(action, arg1, arg2, db_name, source):
+        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_READ:
+            return sqlite3.SQLITE_OK if _readable(arg1, arg2, db_name, tables, ctes) else sqlite3.SQLITE_DENY
+        if action == sqlite3.SQLITE_FUNCTION:
+            name = (arg2 or "").lower()
+            ok = name not in _NEVER_FUNCTIONS and (tables is None or name in _FREE_FUNCTIONS)
+            return sqlite3.SQLITE_OK if ok else sqlite3.SQLITE_DENY
+        return sqlite3.SQLITE_DENY  # writes, PRAGMA, ATTACH, transactions, schema changes
+    return check
+
+
+@dataclass
+class Limits:
+    max_rows: int = 100
+    timeout: float = 5.0
+
+
+def _sqlite_connect(url: str, limits: Limits, tables, sql: str) -> sqlite3.Connection:
+    path = _sqlite_path(url)
+    if not os.path.exists(path):
+        raise ToolError("the database file does not exist")
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=limits.timeout,
+                           check_same_thread=False)
+    conn.execute("PRAGMA query_only = 1")  # before the authorizer, which refuses PRAGMA
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)  # printf('%.*c', 1e9, 'x')
+    conn.set_authorizer(_authorizer(tables, sql))
+    deadline = time.monotonic() + limits.timeout
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
+    return conn
+
+
+def run_sqlite(url: str, sql: str, params: dict, limits: Limits, tables=None) -> dict:
+    """Run one read-only statement on SQLite within the time budget and row cap."""
+    conn = _sqlite_connect(url, limits, tables, sql)
+    try:
+        cursor = conn.execute(sql, params)
+        rows = cursor.fetchmany(limits.max_rows + 1)
+        columns = [d[0] for d in cursor.description or []]
+    except sqlite3.OperationalError as exc:
+        if "interrupted" in str(exc):
+            raise ToolError(f"the query ran longer than {limits.timeout:g} s and was stopped") from None
+        raise ToolError(f"query refused or failed: {exc}") from None
+    except (sqlite3.DatabaseError, sqlite3.ProgrammingError, sqlite3.Warning) as exc:
+        raise ToolError(f"query refused or failed: {exc}") from None
+    finally:
+        conn.close()
+    return _rows(columns, rows, limits.max_rows)
+
+
+_PG_DENY = re.compile(r"^(pg_|lo_|dblink|current_setting$|set_config$|query_to_xml|txid_|version$)", re.I)
+
+
+def _pg_plan_relations(plan: dict, found: set) -> set:
+    """Every (schema, relation) a PostgreSQL plan reads, and refusal of writing plan nodes."""
+    if plan.get("Node Type") in ("ModifyTable", "LockRows"):
+        raise ToolError("only reading queries are allowed")
+    if "Relation Name" in plan:
+        found.add((plan.get("Schema", ""), plan["Relation Name"].lower()))
+    if plan.get("Node Type") == "Function Scan" and plan.get("Function Name") not in ("generate_series", "unnest"):
+        raise ToolError(f"function {plan.get('Function Name')} is not allowed here")
+    for child in plan.get("Plans", []):
+        _pg_plan_relations(child, found)
+    return found
+
+
+def _pg_check_free(cursor, sql: str, tables: frozenset) -> None:
+    for word in _WORD.findall(_code(sql)):
+        if _PG_DENY.match(word):
+            raise ToolError(f"{word} is not allowed in free SQL")
+    cursor.execute("EXPLAIN (VERBOSE, FORMAT JSON) " + to_pyformat(sql), {})
+    plan = cursor.fetchone()[0]
+    plan = plan[0]["Plan"] if isinstance(plan, list) else plan
+    for schema, name in _pg_plan_relations(plan, set()):
+        if schema in ("pg_catalog", "information_schema") or name not in tables:
+            raise ToolError(f"table {name} is not in this agent's allowed tables")
+
+
+def run_postgres(url: str, sql: str, params: dict, limits: Limits, tables=None) -> dict:
+    """Run one statement in a READ ONLY transaction with a statement_timeout."""
+    import psycopg
+    try:
+        conn = psycopg.connect(url, connect_timeout=max(1, int(limits.timeout)), autocommit=False)
+    except psycopg.Error as exc:
+        raise ToolError(f"cannot connect to the database: {exc.__class__.__name__}") from None
+    try:
+        conn.read_only = True
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(int(limits.timeout * 1000))])
+            if tables is not None:
+                _pg_check_free(cursor, sql, tables)
+            # Bound parameters go through the extended protocol, which also refuses stacked statements.
+            cursor.execute(to_pyformat(sql), params)
+            rows = cursor.fetchmany(limits.max_rows + 1)
+            columns = [d.name for d in cursor.description or []]
+    except psycopg.errors.QueryCanceled:
+        raise ToolError(f"the query ran longer than {limits.timeout:g} s and was stopped") from None
+    except psycopg.Error as exc:
+        raise ToolError(f"query refused or failed: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        conn.rollback() if not conn.closed else None
+        conn.close()
+    return _rows(columns, [tuple(r) for r in rows], limits.max_rows)
+
+
+def _rows(columns: list[str], rows: list[tuple], cap: int) -> dict:
+    result = {"columns": columns, "rows": [dict(zip(columns, row)) for row in rows[:cap]],
+              "row_count": min(len(rows), cap)}
+    if len(rows) > cap:
+        result["truncated"] = f"only the first {cap} rows are shown; narrow the query for more"
+    return result
+
+
+def run_query(url: str, sql: str, params: dict, limits: Limits, tables=None) -> dict:
+    runner = run_sqlite if url.startswith("sqlite") else run_postgres
+    return runner(url, sql, params, limits, tables)
+
+
+# ---------------------------------------------------------------- tools
+def _parameters_schema(sql: str, declared: dict | None) -> dict:
+    used = sql_parameters(sql)
+    declared = declared if declared is not None else {name: {"type": "string"} for name in used}
+    missing = [name for name in used if name not in declared]
+    unused = [name for name in declared if name not in used]
+    if missing or unused:
+        raise ValueError(f"parameters do not match the SQL: missing {missing}, unused {unused}")
+    properties = {name: {k: v for k, v in spec.items() if k in ("type", "description", "enum", "default")}
+                  for name, spec in declared.items()}
+    for prop in properties.values():
+        prop.setdefault("type", "string")
+    required = [name for name, spec in declared.items() if "default" not in spec]
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+
+def _query_tool(name: str, spec: dict, url: str, limits: Limits) -> Tool:
+    try:
+        sql = check_select(spec["sql"])
+    except ToolError as exc:
+        raise ValueError(f"query {name}: {exc}") from None
+    schema = _parameters_schema(sql, spec.get("parameters"))
+    defaults = {k: p["default"] for k, p in schema["properties"].items() if "default" in p}
+
+    def run(**arguments):
+        return run_query(url, sql, {**defaults, **arguments}, limits)
+
+    description = spec.get("description") or f"Run the {name} query."
+    return Tool(name=name, description=description, parameters=schema, func=run,
+                timeout=limits.timeout + 5)
+
+
+def _free_sql_tool(spec: dict, url: str, limits: Limits) -> Tool:
+    tables = frozenset(t.lower() for t in spec.get("tables") or [])
+    if not tables:
+        raise ValueError("free_sql needs the list of tables it may read")
+
+    def sql_query(query: str) -> dict:
+        return run_query(url, check_select(query), {}, limits, tables)
+
+    description = spec.get("description") or (
+        "Run one read-only SQL SELECT over these tables: " + ", ".join(sorted(tables)))
+    schema = {"type": "object", "required": ["query"], "additionalProperties": False,
+              "properties": {"query": {"type": "string", "description": "one SELECT statement"}}}
+    return Tool(name=spec.get("name", FREE_SQL_TOOL), description=description, parameters=schema,
+                func=sql_query, timeout=limits.timeout + 5)
+
+
+def _check_sqlite_syntax(url: str, tools_sql: list[tuple[str, str]]) -> None:
+    """Bad SQL is an agent-loading error: compile each query when the file is there."""
+    if not url.startswith("sqlite") or not os.path.exists(_sqlite_path(url)):
+        return
+    conn = sqlite3.connect(f"file:{quote(_sqlite_path(url))}?mode=ro", uri=True)
+    try:
+        for name, sql in tools_sql:
+            try:
+                conn.execute("EXPLAIN " + sql, {p: None for p in sql_parameters(sql)})
+            except sqlite3.Error as exc:
+                raise ValueError(f"query {name}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def build(config: dict) -> list[Tool]:
+    """One tool per named query, plus the free SQL tool when enabled; raises on bad config."""
+    url = config["database"]
+    try:
+        refuse_own_database(url)
+        if url.startswith("sqlite"):
+            _sqlite_path(url)
+    except ToolError as exc:
+        raise ValueError(str(exc)) from None
+    limits = Limits(max_rows=config.get("max_rows", 100), timeout=float(config.get("timeout", 5)))
+    queries = config.get("queries") or {}
+    tools = [_query_tool(name, spec, url, limits) for name, spec in queries.items()]
+    _check_sqlite_syntax(url, [(t.name, check_select(queries[t.name]["sql"])) for t in tools])
+    free = config.get("free_sql") or {}
+    if free.get("enabled"):
+        tools.append(_free_sql_tool(free, url, limits))
+    if not tools:
+        raise ValueError("db_lookup needs at least one query in `queries` or `free_sql: {enabled: true}`")
+    return tools
+
+
+@hookimpl(trylast=True)
+def register_tools(register):
+    register(Toolset(name="db_lookup", build=build, config_schema=CONFIG_SCHEMA,
+                     description="Named read-only database queries"))
