@@ -89,6 +89,9 @@ class ChatService:
 
     def __init__(self, state):
         self.state = state
+        # (turn, caller) -> ModelCaller | None: policies may wrap or replace the provider call
+        # (the response cache answers from storage; output guardrails hold back deltas).
+        self.caller_wrappers: list = []
 
     def agent(self, agent_id: str, principal: Principal | None = None) -> Agent:
         agent = self.state.agents.get(agent_id)
@@ -111,6 +114,13 @@ class ChatService:
             inp = check(agent, principal, inp) or inp
         conversation, token = self._open_conversation(agent, principal, inp)
         return Turn(self, agent, principal, inp, conversation, token, block)
+
+    def model_caller(self, turn: "Turn"):
+        """The turn's ModelCaller: the provider chain, as the caller wrappers leave it."""
+        caller = self.state.router.caller(turn.block, stream=turn.inp.stream)
+        for wrap in self.caller_wrappers:
+            caller = wrap(turn, caller) or caller
+        return caller
 
     def _open_conversation(self, agent: Agent, principal: Principal, inp: ChatInput):
         lease = self.state.config.turn_lease_seconds
@@ -149,7 +159,7 @@ class Turn:
         self.cancelled = False
         self.recorder = TurnRecorder(conversation.id, agent.id, principal.user_id, eager=inp.stream)
         self.recorder.provider, self.recorder.model = block["provider"], block.get("name")
-        self.caller = service.state.router.caller(block, stream=inp.stream)
+        self.caller = service.model_caller(self)
         self.started = time.monotonic()
         self.outcome = None
 
