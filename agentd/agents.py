@@ -159,8 +159,9 @@ def _bind_tools(path: str, spec: dict, root: yaml.Node, registry) -> dict[str, B
                 jsonschema.validate(config, item.config_schema)
             tools = item.build(config) if isinstance(item, Toolset) else [item]
         except jsonschema.ValidationError as exc:
-            key = _key_name(["tools", index, name, *exc.absolute_path])
-            problems.append(AgentProblem(path, line, key, exc.message))
+            where = ["tools", index, name, *exc.absolute_path]
+            line = _node_at(root, where).start_mark.line + 1
+            problems.append(AgentProblem(path, line, _key_name(where), exc.message))
             continue
         except Exception as exc:  # a toolset refusing its configuration
             problems.append(AgentProblem(path, line, f"tools.{index}.{name}", str(exc)))
