@@ -114,9 +114,16 @@ def _schema_problems(path: str, data, root: yaml.Node) -> list[AgentProblem]:
     validator = jsonschema.Draft202012Validator(agent_schema())
     problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        node = _node_at(root, list(error.absolute_path))
-        problems.append(AgentProblem(path, node.start_mark.line + 1, _key_name(error.absolute_path),
-                                     error.message))
+        where = list(error.absolute_path)
+        message = error.message
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            # Point at the unexpected key itself: that is the line the author must fix.
+            known = set(error.schema.get("properties", {}))
+            extra = sorted(k for k in error.instance if k not in known)
+            if extra:
+                where, message = where + [extra[0]], f"unknown key '{extra[0]}'"
+        node = _node_at(root, where)
+        problems.append(AgentProblem(path, node.start_mark.line + 1, _key_name(where), message))
     return problems
 
 
