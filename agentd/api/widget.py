@@ -90,6 +90,10 @@ def _cors_agents(path: str) -> list:
     return []
 
 
+def _is_widget_request() -> bool:
+    return (request.headers.get("Authorization") or "").partition(" ")[0].lower() == "widget"
+
+
 @bp.after_app_request
 def _cors(response: Response) -> Response:
     """Allow-Origin for allowed widget origins only; never a wildcard, never credentials."""
@@ -99,6 +103,8 @@ def _cors(response: Response) -> Response:
     origin = request.headers.get("Origin")
     if not any(origin_allowed(agent, origin) for agent in _cors_agents(request.path)):
         return response
+    if request.path != SESSION_PATH and request.method != "OPTIONS" and not _is_widget_request():
+        return response  # an API key (or open local mode) is not for pages on other sites
     response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     if request.method == "OPTIONS":

@@ -557,7 +557,8 @@
     try {
       var res = await this.client.request('GET', '/api/agents/' + encodeURIComponent(this.cfg.agent) +
         '/chat?conversation_id=' + encodeURIComponent(this.convId) + '&limit=50');
-      if (res.status === 404) { this.setConversation(null); return this.showIntro(); }
+      // Gone, or not this visitor's (a new visitor id): start afresh rather than fail.
+      if (res.status === 404 || res.status === 403) { this.setConversation(null); return this.showIntro(); }
       if (!res.ok) throw await apiError(res);
       var shown = 0, data = await res.json();
       if (this.cfg.greeting) this.addMessage('assistant', this.cfg.greeting);
@@ -610,13 +611,17 @@
       renderMarkdown(acc, bubble);
       self.scroll();
     }
+    function toolLine(name) { return self.L.tool.replace('{name}', name.replace(/_/g, ' ')); }
     function onEvent(ev) {
       if (ev.type === 'start' && ev.conversation_id) self.setConversation(ev.conversation_id);
-      else if (ev.type === 'status' && typeof ev.message === 'string') self.setStatus(ev.message);
-      else if (ev.type === 'tool_call') {
+      else if (ev.type === 'status') {
+        // A status naming a tool is shown in the page's language; others as the server wrote them.
+        if (typeof ev.tool === 'string' && ev.tool) self.setStatus(toolLine(ev.tool));
+        else if (typeof ev.message === 'string') self.setStatus(ev.message);
+      } else if (ev.type === 'tool_call') {
         // Only the tool's name: arguments may hold anything and are never shown.
         var name = ev.tool_call && ev.tool_call.function && ev.tool_call.function.name;
-        if (typeof name === 'string' && name) self.setStatus(self.L.tool.replace('{name}', name.replace(/_/g, ' ')));
+        if (typeof name === 'string' && name) self.setStatus(toolLine(name));
       } else if (ev.type === 'delta' && typeof ev.content === 'string') {
         acc += ev.content;
         self.setStatus('');
