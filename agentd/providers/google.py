@@ -50,6 +50,8 @@ def clean_schema(schema):
             cleaned[key] = {name: clean_schema(sub) for name, sub in value.items()}
         elif key in SCHEMA_KEYS:
             cleaned[key] = clean_schema(value) if key in ("items", "anyOf") else value
+    if "enum" in cleaned and "type" not in cleaned and all(isinstance(v, str) for v in cleaned["enum"]):
+        cleaned["type"] = "string"  # Gemini's enums are typed strings
     return cleaned
 
 

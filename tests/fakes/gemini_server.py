@@ -14,6 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import pytest
+import yaml
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.server import LoopbackServer
@@ -196,3 +198,22 @@ def _last_user_text(body: dict) -> str:
 def _pieces(text: str) -> list[str]:
     words = text.split(" ")
     return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or i == 0] if text else []
+
+
+@pytest.fixture
+def fake_gemini():
+    fake = FakeGemini().start()
+    yield fake
+    fake.stop()
+
+
+def gemini_agent(fake: FakeGemini, **extra) -> str:
+    """YAML for an agent on this fake (like conftest.openai_agent); `extra` keys are merged in."""
+    spec = {"name": "Test agent", "description": "An agent for tests",
+            "model": {"provider": "google", "name": "gemini-fake", "base_url": fake.url, "retries": 0}}
+    for key, value in extra.items():
+        if key == "model":
+            spec["model"].update(value)
+        else:
+            spec[key] = value
+    return yaml.safe_dump(spec, sort_keys=False)
