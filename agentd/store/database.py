@@ -1,15 +1,35 @@
-"""Opening the database named by AGENTD_DATABASE_URL (SQLite in WAL mode by default)."""
+"""Opening the database named by AGENTD_DATABASE_URL.
+
+SQLite runs in WAL mode with a busy timeout, and its transactions take the
+write lock when they begin (BEGIN IMMEDIATE): a deferred transaction that reads
+and then writes fails at once with "database is locked" when another process
+wrote in between, whatever the busy timeout says.
+
+PostgreSQL goes through peewee's pooled database with the psycopg 3 driver.
+Under gevent, psycopg 3 is cooperative only if it waits on its socket through
+the (patched) `select`/`selectors` modules; it picks its wait function when it
+is imported, so `_green_psycopg()` corrects that choice when the monkey-patching
+came later (see docs/deploy.md for the experiment).
+"""
 from __future__ import annotations
 
+import logging
 import os
+import sys
+from urllib.parse import urlsplit, urlunsplit
 
 from playhouse.db_url import connect
 
 from agentd.store.migrations import migrate
 from agentd.store.models import db
 
+log = logging.getLogger("agentd.store")
+
 SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 10000, "foreign_keys": 1,
                   "synchronous": "normal", "cache_size": -16000}
+POOL_SIZE = 32          # connections per process (AGENTD_DB_POOL_SIZE)
+POOL_WAIT_SECONDS = 10  # wait this long for a free pooled connection before failing
+STALE_SECONDS = 300     # recycle pooled connections older than this
 
 
 def _prepare_sqlite_path(url: str) -> None:
@@ -18,16 +38,47 @@ def _prepare_sqlite_path(url: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for logs and error messages."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _green_psycopg() -> None:
+    """Make psycopg 3 wait through gevent's patched select when gevent has patched it."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("select"):
+        return
+    import selectors
+
+    from psycopg import waiting
+    if waiting.wait is getattr(waiting, "wait_c", None):
+        # psycopg was imported before the patching: its C wait blocks the whole hub.
+        waiting.wait = waiting.wait_poll
+        log.info("psycopg imported before gevent patching; switched it to cooperative waits")
+    waiting.DefaultSelector = selectors.DefaultSelector  # used by wait_conn (connecting)
+
+
+def _postgres(url: str):
+    _green_psycopg()
+    scheme, rest = url.split("://", 1)
+    pool_size = int(os.environ.get("AGENTD_DB_POOL_SIZE", POOL_SIZE))
+    # prefer_psycopg3: peewee would pick psycopg2 if both drivers were installed.
+    return connect("postgresql+pool://" + rest, max_connections=pool_size, stale_timeout=STALE_SECONDS,
+                   timeout=POOL_WAIT_SECONDS, prefer_psycopg3=True, unquote_password=True,
+                   unquote_user=True)
+
+
 def open_database(url: str):
     """A peewee Database for a URL; PostgreSQL URLs get a connection pool."""
     if url.startswith("sqlite"):
         _prepare_sqlite_path(url)
-        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False, lock_type="IMMEDIATE")
     if url.startswith(("postgres://", "postgresql://")):
-        url = url.replace("postgres://", "postgresql+pool://", 1).replace(
-            "postgresql://", "postgresql+pool://", 1)
-        return connect(url, max_connections=int(os.environ.get("AGENTD_DB_POOL_SIZE", "32")),
-                       stale_timeout=300)
+        return _postgres(url)
     return connect(url)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 
+import peewee as pw
+
 from agentd.store.models import (ApiKey, CacheEntry, Conversation, IdempotencyRecord, Message,
                                  SchemaMigration, UsageDay, db)
 
@@ -27,18 +29,27 @@ def m002_indexes(database) -> None:
 MIGRATIONS = [(1, m001_initial), (2, m002_indexes)]
 
 
+def _serialise(database) -> None:
+    """Hold a lock for the transaction, so processes starting together migrate one at a time."""
+    if isinstance(database, pw.PostgresqlDatabase):
+        database.execute_sql("SELECT pg_advisory_xact_lock(7271015)")  # arbitrary app-wide key
+    # SQLite: the transaction began with BEGIN IMMEDIATE, which already holds the write lock.
+
+
 def migrate(database=None) -> list[int]:
     """Apply every migration not yet recorded; returns the versions applied."""
     database = database or db
-    database.create_tables([SchemaMigration])
-    done = {row.version for row in SchemaMigration.select(SchemaMigration.version)}
     applied = []
-    for version, func in MIGRATIONS:
-        if version in done:
-            continue
-        with database.atomic():
-            func(database)
-            SchemaMigration.insert(version=version, name=func.__name__).on_conflict_ignore().execute()
-        applied.append(version)
-        log.info("applied migration %03d %s", version, func.__name__)
+    with database.atomic():
+        _serialise(database)
+        database.create_tables([SchemaMigration])
+        done = {row.version for row in SchemaMigration.select(SchemaMigration.version)}
+        for version, func in MIGRATIONS:
+            if version in done:
+                continue
+            with database.atomic():
+                func(database)
+                SchemaMigration.insert(version=version, name=func.__name__).on_conflict_ignore().execute()
+            applied.append(version)
+            log.info("applied migration %03d %s", version, func.__name__)
     return applied
