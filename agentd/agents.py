@@ -67,6 +67,7 @@ class Agent:
     spec: dict
     tools: dict[str, BoundTool]
     fingerprint: str
+    _resolved: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -76,6 +77,13 @@ class Agent:
     def model(self) -> dict:
         return self.spec["model"]
 
+    def resolved_model(self) -> dict:
+        """The model block in use; for `provider: auto`, the candidate chosen once per load."""
+        if self._resolved is None:
+            from agentd.providers.router import choose_candidate
+            self._resolved = choose_candidate(self.model)
+        return self._resolved
+
     def setting(self, key: str, default=None):
         return self.spec.get(key, default)
 
@@ -83,10 +91,17 @@ class Agent:
     def widget(self) -> dict:
         return self.spec.get("widget") or {}
 
+    def _public_model(self) -> dict:
+        try:
+            model = self.resolved_model()
+        except Exception:  # no candidate available: still describe the agent
+            model = self.model
+        return {"provider": model["provider"], "name": model.get("name", "")}
+
     def info(self) -> dict:
         """The public description (API.md AgentInfo): never a secret or the system prompt."""
         return {"id": self.id, "name": self.name, "description": self.spec.get("description", ""),
-                "model": {"provider": self.model["provider"], "name": self.model.get("name", "")},
+                "model": self._public_model(),
                 "tools": list(self.tools), "widget": {"enabled": bool(self.widget.get("enabled"))}}
 
 
