@@ -131,11 +131,78 @@ def page_routes(target: str | None = None) -> dict:
         "/bomb": _bomb,
         "/image": lambda h: h._send(200, b"\x89PNG\r\n\x1a\n" + b"\0" * 1_000_000, "image/png"),
         "/drip": _drip,
+        "/slow-headers": _slow_headers,
         "/redirect": lambda h: h._send(302, b"", headers={"Location": target or "/page"}),
         "/loop": lambda h: h._send(302, b"", headers={"Location": "/loop"}),
         "/missing": lambda h: h._send(404, b"gone"),
     }
 
 
-def page_server(target: str | None = None) -> LoopbackServer:
-    return LoopbackServer(lambda owner: _recording_handler(owner, page_routes(target)))
+def page_server(target: str | None = None, extra: dict | None = None) -> LoopbackServer:
+    routes = {**page_routes(target), **(extra or {})}
+    return LoopbackServer(lambda owner: _recording_handler(owner, routes))
+
+
+def _slow_headers(h):
+    """Headers that trickle in one byte at a time: only a total deadline stops this."""
+    try:
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 100000:
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(0.05)
+    except OSError:
+        pass
+    h.close_connection = True
+
+
+class SentCounter:
+    """Counts what a streaming route managed to send before the client hung up."""
+
+    def __init__(self):
+        self.sent = 0
+
+
+def big_image(counter: SentCounter, size: int = 50 * 1024 * 1024):
+    def route(h):
+        h.send_response(200)
+        h.send_header("Content-Type", "image/png")
+        h.send_header("Content-Length", str(size))
+        h.end_headers()
+        chunk = b"\x89PNG" + b"\0" * 65532
+        try:
+            while counter.sent < size:
+                h.wfile.write(chunk)
+                counter.sent += len(chunk)
+        except OSError:
+            pass
+    return route
+
+
+PRETEND_PUBLIC = "93.184.215.14"   # a global address no test ever really connects to
+
+
+def route_names(monkeypatch, names: dict[str, list[str]], routes: dict[tuple[str, int], int]):
+    """Patch agentd.netguard: `names` answers DNS for test host names (others resolve for
+    real, which is only ever loopback literals here), and `routes` sends connections for a
+    pretend-public (address, port) to a loopback port. Connecting to any other non-loopback
+    address fails the test instead of touching the internet. Returns the log of connections."""
+    from agentd import netguard
+
+    real_resolver, real_open = netguard.resolver, netguard.open_connection
+    log = {"resolved": [], "connected": []}
+
+    def resolver(host):
+        log["resolved"].append(host)
+        return list(names[host]) if host in names else real_resolver(host)
+
+    def open_connection(ip, port, timeout):
+        log["connected"].append((ip, port))
+        if (ip, port) in routes:
+            return real_open("127.0.0.1", routes[(ip, port)], timeout)
+        if ip not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"test tried to reach {ip}:{port}")
+        return real_open(ip, port, timeout)
+
+    monkeypatch.setattr(netguard, "resolver", resolver)
+    monkeypatch.setattr(netguard, "open_connection", open_connection)
+    return log
