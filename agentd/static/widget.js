@@ -423,6 +423,7 @@
     log.setAttribute('aria-label', L.title);
 
     this.starters = el('div', 'starters');
+    this.starters.hidden = true;                  // shown only for an empty conversation
     cfg.starters.forEach(function (text) {
       var b = el('button', 'starter', text);
       b.type = 'button';
