@@ -96,8 +96,8 @@ def to_pyformat(sql: str) -> str:
 
 # ---------------------------------------------------------------- databases
 def _sqlite_path(url: str) -> str:
-    path = unquote(urlsplit(url).path)
-    path = path[1:] if url.startswith("sqlite:///") and not url.startswith("sqlite:////") else path
+    # sqlite:///relative.db and sqlite:////absolute.db, as SQLAlchemy and peewee spell them.
+    path = unquote(url.split("?", 1)[0][len("sqlite:///"):]) if url.startswith("sqlite:///") else ""
     if not path or path == ":memory:" or path.startswith(":"):
         raise ToolError("db_lookup needs a database file: sqlite:///path/to/file.db")
     return os.path.abspath(path)
