@@ -331,3 +331,32 @@ def test_small_screen_full_width_panel(stack, browser):
         assert active_class(page) == "launcher"
     finally:
         context.close()
+
+
+def test_an_expired_session_is_renewed(stack, page):
+    stack.site.pages["/"] = host_page(tag(stack, open="true"))
+    page.goto(stack.site.url + "/")
+    send(page, "first")
+    widget(page).locator(".msg.assistant", has_text="echo: first").wait_for()
+    wait_idle(page)
+    sessions = []
+    page.on("request", lambda r: sessions.append(r.url) if r.url.endswith("/api/widget/session") else None)
+    stack.agentd.app.secret_key = "rotated"        # every token issued so far is now invalid: 401
+    send(page, "second")
+    widget(page).locator(".msg.assistant", has_text="echo: second").wait_for()
+    assert len(sessions) == 1
+    assert widget(page).locator(".error").count() == 0
+
+
+def test_demo_page_opens_the_widget(stack, page):
+    stack.fake.script(Reply(content="Hello from the demo"))
+    page.goto(stack.agentd.url + "/")
+    page.get_by_role("link", name="Helper").click()
+    w = widget(page, "helper")
+    w.locator(".panel").wait_for()                  # the demo opens it on load
+    send(page, "Hi", "helper")
+    w.locator(".msg.assistant", has_text="Hello from the demo").wait_for()
+    wait_idle(page, "helper")
+    page.reload()                                   # same-origin history: GET without an Origin
+    widget(page, "helper").locator(".msg.assistant", has_text="Hello from the demo").wait_for()
+    assert page.errors == []
