@@ -86,10 +86,11 @@ def default_timeout(config: dict) -> httpx.Timeout:
     """Socket-level timeouts from the model block.
 
     A socket read may wait for the first byte or sit through an idle gap, so it
-    gets the larger of the two; the router enforces each one exactly per chunk.
+    gets the larger of the two, plus a grace second: the router enforces each one
+    exactly per chunk and should be the one that fires (its error names the limit).
     """
     timeouts = timeouts_of(config)
-    read = max(timeouts["first_byte"], timeouts["idle"])
+    read = max(timeouts["first_byte"], timeouts["idle"]) + 1.0
     return httpx.Timeout(connect=timeouts["connect"], read=read, write=30.0, pool=10.0)
 
 

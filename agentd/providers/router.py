@@ -163,23 +163,21 @@ def watched(make_chunks: Callable[[], Iterator[ProviderChunk]], limits: dict,
                               name=f"agentd-model-{label}")
     worker.start()
     deadline = time.monotonic() + limits["total"]
-    first, produced = True, False
+    first = True
     try:
         while True:
-            kind, value = _next(chunks, limits, deadline, first, produced, label)
+            kind, value = _next(chunks, limits, deadline, first, label)
             if kind == _END:
                 return
             if kind == _ERROR:
                 raise value
             first = False
-            produced = produced or value.type in ("delta", "reasoning")
             yield value
     finally:
         cancel.set()  # the worker stops at its next chunk and closes the upstream response
 
 
-def _next(chunks: queue.Queue, limits: dict, deadline: float, first: bool, produced: bool,
-          label: str):
+def _next(chunks: queue.Queue, limits: dict, deadline: float, first: bool, label: str):
     which = "first_byte" if first else "idle"
     wait = limits[which]
     if deadline - time.monotonic() < wait:
@@ -187,8 +185,9 @@ def _next(chunks: queue.Queue, limits: dict, deadline: float, first: bool, produ
     try:
         return chunks.get(timeout=wait)
     except queue.Empty:
+        # API.md: timeouts are PROVIDER_UNAVAILABLE, even after some text arrived.
         raise ProviderError(f"{label} timed out ({which} timeout of {limits[which]}s)",
-                            unavailable=not produced, retryable=True) from None
+                            unavailable=True, retryable=True) from None
 
 
 def _pump(make_chunks, chunks: queue.Queue, cancel: threading.Event) -> None:
@@ -202,10 +201,18 @@ def _pump(make_chunks, chunks: queue.Queue, cancel: threading.Event) -> None:
     except Exception as exc:  # noqa: BLE001 — handed to the waiting side, which raises it
         chunks.put((_ERROR, exc))
     finally:
+        chunks.put((_END, None))
+        _close(iterator)
+
+
+def _close(iterator) -> None:
+    """Close a provider's generator (and so its upstream response) from the thread that ran it."""
+    try:
         close = getattr(iterator, "close", None)
         if close:
-            close()  # a generator must be closed by the thread that ran it
-        chunks.put((_END, None))
+            close()
+    except Exception:  # noqa: BLE001 — nobody is waiting for this call any more
+        log.warning("closing a provider call failed", exc_info=True)
 
 
 def _with_model(request, block: dict):
