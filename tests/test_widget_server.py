@@ -22,6 +22,7 @@ def server(tmp_path, database_url, fake_openai, monkeypatch):
         "ident": widget_agent(fake_openai, [SITE], identity_secret_env="SHOP_WIDGET_SECRET"),
         "closed": widget_agent(fake_openai, [SITE], enabled=False),
         "escaped": widget_agent(fake_openai, [SITE], name="<b>Bold</b> & co"),
+        "limited": widget_agent(fake_openai, [SITE], rate_limit="1/minute"),
     }
     running = start_widget_server(tmp_path, database_url, agents)
     yield running
@@ -168,6 +169,18 @@ def test_a_widget_token_can_only_chat(server):
     assert server.client.get("/api/agents", headers=headers).status_code == 403
     assert server.client.delete("/api/agents/bot/chat", headers=headers).status_code == 403
     assert server.client.get("/api/agents/bot/conversations", headers=headers).status_code in (403, 404)
+
+
+def test_rate_limited_visitors_can_read_why(server, fake_openai):
+    token = server.token("limited", SITE, visitor_id="v_hasty0000001")
+    assert widget_chat(server, token, "one", agent="limited").status_code == 200
+    refused = widget_chat(server, token, "two", agent="limited", stream=True)
+    assert refused.status_code == 429
+    assert refused.headers["Access-Control-Allow-Origin"] == SITE
+    assert "Retry-After" in refused.headers["Access-Control-Expose-Headers"]
+    # Counted per visitor: another visitor still gets through.
+    other = server.token("limited", SITE, visitor_id="v_patient00001")
+    assert widget_chat(server, other, "one", agent="limited").status_code == 200
 
 
 # --------------------------------------------------------------- history

@@ -421,6 +421,7 @@
     log.setAttribute('role', 'log');
     log.setAttribute('aria-live', 'polite');
     log.setAttribute('aria-label', L.title);
+    log.tabIndex = 0;                            // a scrollable region must be reachable by keyboard
 
     this.starters = el('div', 'starters');
     this.starters.hidden = true;                  // shown only for an empty conversation
