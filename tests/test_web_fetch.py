@@ -221,3 +221,19 @@ def test_the_guard_holds_for_any_client_of_the_transport(canary):
         with pytest.raises(netguard.BlockedError):
             client.get(f"http://localhost:{canary.port}/")
     assert canary.requests == []
+
+
+@pytest.mark.skipif("lookup" not in getattr(__import__("agentd.toolrun").toolrun.ToolHooks,
+                                             "__dataclass_fields__", {}),
+                    reason="agentd.toolrun does not consult ToolHooks.lookup yet")
+def test_a_fetched_page_is_cached_per_agent_config(agentd_server, fake_openai, pages):
+    from agentd.toolhooks import tool_hooks_from
+    config = {"allow_private_networks": True, "allowed_ports": [pages.port]}
+    server = agentd_server({"a": openai_agent(fake_openai, tools=[{"web_fetch": config}]),
+                            "b": openai_agent(fake_openai, tools=[{"web_fetch": {**config, "max_chars": 500}}])})
+    if server.state.tool_hooks is None:
+        server.state.tool_hooks = tool_hooks_from(server.state.registry.manager)
+    for agent in ("a", "a", "b"):
+        fake_openai.script(Reply(tool_calls=[("web_fetch", {"url": f"{pages.url}/page"})]), Reply(content="ok"))
+        assert server.chat(agent, "read it").status_code == 200
+    assert [r[1] for r in pages.requests] == ["/page", "/page"]   # a's second turn came from the cache
