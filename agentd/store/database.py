@@ -76,7 +76,12 @@ def open_database(url: str):
     """A peewee Database for a URL; PostgreSQL URLs get a connection pool."""
     if url.startswith("sqlite"):
         _prepare_sqlite_path(url)
-        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False, lock_type="IMMEDIATE")
+        # Pooled, so a request hands its connection back instead of closing it: opening one
+        # costs the pragmas, and closing the last one on a WAL file checkpoints it, which cost
+        # more than the rest of a turn (docs/benchmarks.md). No cap: greenlets each hold one.
+        url = url.replace("sqlite://", "sqlite+pool://", 1) if url.startswith("sqlite://") else url
+        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False, lock_type="IMMEDIATE",
+                       max_connections=None, stale_timeout=STALE_SECONDS)
     if url.startswith(("postgres://", "postgresql://")):
         return _postgres(url)
     return connect(url)
