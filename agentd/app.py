@@ -36,6 +36,7 @@ class AppState:
     message_checks: list = field(default_factory=list)   # (agent, principal, ChatInput) -> ChatInput | None
     answer_checks: list = field(default_factory=list)    # (agent, principal, content) -> str | None
     turn_observers: list = field(default_factory=list)   # (turn, outcome) -> None
+    event_observers: list = field(default_factory=list)  # (turn, event): start, loop events, error, finish
 
 
 def _config(config) -> Config:
@@ -83,7 +84,11 @@ def create_app(config: Config | dict | None = None) -> Flask:
     app.json.sort_keys = False
     state = build_state(config)
     app.extensions["agentd"] = state
+    from agentd import logs, metrics, reload
+    logs.install(app, state)  # first: the request id and timing wrap every other hook
+    metrics.install(app, state)
     _connection_per_request(app, state.db)
     from agentd.api import register_api
     register_api(app)
+    reload.install(app, state)
     return app

@@ -207,7 +207,9 @@ class Turn:
         status = "partial"
         loop = None
         try:
-            yield self.start_event()
+            start = self.start_event()
+            self._observe(start)
+            yield start
             loop = run_loop(self._request(), self.caller, self._tools(), self._settings(),
                             self.service.state.tool_hooks or ToolHooks())
             for event in loop:
@@ -236,6 +238,7 @@ class Turn:
         """Store what an event carries; returns the `done` event once the answer is stored."""
         self.recorder.provider = self.caller.used.get("provider", self.recorder.provider)
         self.recorder.model = self.caller.used.get("name", self.recorder.model)
+        self._observe(event)
         if event.type in ("delta", "reasoning"):
             self.recorder.open_row()
             self.recorder.add_text(event.type, event.data["content"])
@@ -260,8 +263,18 @@ class Turn:
             observer(self, outcome)
         return Event("done", {"message": message, "usage": outcome.usage.to_dict()})
 
+    def _observe(self, event: Event) -> None:
+        """Tell the event observers (metrics, logs); an observer's failure never breaks the turn."""
+        for observer in self.service.state.event_observers:
+            try:
+                observer(self, event)
+            except Exception:
+                log.exception("event observer failed")
+
     def _error_event(self, exc: ApiError) -> Event:
-        return Event("error", {"error": {"code": exc.code, "message": exc.message}}, payload=exc)
+        event = Event("error", {"error": {"code": exc.code, "message": exc.message}}, payload=exc)
+        self._observe(event)
+        return event
 
     def _finish(self, status: str) -> None:
         try:
@@ -269,3 +282,4 @@ class Turn:
                 self.recorder.fail("partial" if status == "partial" else "error")
         finally:
             store.release_turn(self.conversation.id, self.token)
+            self._observe(Event("finish", {"status": status}))

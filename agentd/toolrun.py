@@ -27,6 +27,7 @@ class ToolHooks:
 
     before: list[Callable] = field(default_factory=list)
     after: list[Callable] = field(default_factory=list)
+    lookup: list[Callable] = field(default_factory=list)  # (tool, args, ctx) -> cached content or None
 
 
 @dataclass
@@ -51,8 +52,11 @@ def _execute(tool: Tool, call: ToolCall, ctx: ToolContext, hooks: ToolHooks) -> 
         arguments = validate_arguments(tool, call.arguments)
         for before in hooks.before:
             arguments = before(tool, arguments, ctx) or arguments
-        value = tool.call(arguments, ctx)
-        result = ToolResult(call.id, call.name, result_text(value))
+        cached = next((c for c in (look(tool, arguments, ctx) for look in hooks.lookup) if c is not None), None)
+        if cached is not None:
+            result = ToolResult(call.id, call.name, cached)
+        else:
+            result = ToolResult(call.id, call.name, result_text(tool.call(arguments, ctx)))
     except ToolError as exc:
         return _error(call, str(exc))
     except Exception as exc:  # a tool's bug is the model's information, never a 500

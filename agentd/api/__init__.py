@@ -51,6 +51,8 @@ def register_api(app: Flask) -> None:
     register_error_handlers(app)
     app.before_request(authenticate)
     app.add_url_rule("/healthz", "healthz", healthz)
+    from agentd.api import openapi
+    openapi.register(app)
     app.register_blueprint(chat.bp)
     sock.init_app(app)
 
