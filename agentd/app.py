@@ -12,6 +12,7 @@ from agentd.agents import Agent, AgentProblem, load_agents
 from agentd.chat import ChatService
 from agentd.config import Config
 from agentd.plugins import Registry, load_plugins, split_path_list
+from agentd.policies import install_policies
 from agentd.providers.router import ModelRouter, RetryPolicy
 from agentd.store import connect_database
 from agentd.store.messages import mark_unfinished
@@ -88,6 +89,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
     logs.install(app, state)  # first: the request id and timing wrap every other hook
     metrics.install(app, state)
     _connection_per_request(app, state.db)
+    install_policies(app, state)
     from agentd.api import register_api
     register_api(app)
     reload.install(app, state)

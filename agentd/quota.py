@@ -1,0 +1,90 @@
+"""Token quotas per user per day, from the usage providers report.
+
+Every finished turn adds its tokens (all its model calls) to the user's row
+for the day in `UsageDay`, with one UPSERT, so concurrent turns and several
+processes add up correctly on SQLite and PostgreSQL alike. An agent with
+`quota: {tokens_per_day: N}` refuses a user's turn once that user's tokens
+today (over every agent) reach N: 429 QUOTA_EXCEEDED, with `Retry-After`
+until the next day. The day comes from `state.clock` (UTC now by default), so
+tests can move to the next day.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from typing import Callable
+
+from peewee import EXCLUDED
+
+from agentd.errors import ApiError
+from agentd.store.models import UsageDay
+
+log = logging.getLogger("agentd.quota")
+
+
+class QuotaExceeded(ApiError):
+    status, code = 429, "QUOTA_EXCEEDED"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def day_of(moment: dt.date | dt.datetime) -> dt.date:
+    """The UTC day of a clock reading (a date, or a naive-UTC or aware datetime)."""
+    if isinstance(moment, dt.datetime):
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(dt.timezone.utc)
+        return moment.date()
+    return moment
+
+
+def seconds_to_next_day(moment: dt.date | dt.datetime) -> int:
+    if not isinstance(moment, dt.datetime):
+        return 86400
+    now = moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time())
+    return max(1, math.ceil((midnight - now).total_seconds()))
+
+
+def tokens_used(user_id: str, day: dt.date) -> int:
+    row = UsageDay.get_or_none((UsageDay.user_id == user_id) & (UsageDay.day == day))
+    return row.tokens if row else 0
+
+
+def add_tokens(user_id: str, day: dt.date, tokens: int) -> None:
+    """Add to the user's count for the day atomically (INSERT … ON CONFLICT DO UPDATE)."""
+    (UsageDay.insert(user_id=user_id, day=day, tokens=tokens)
+     .on_conflict(conflict_target=[UsageDay.user_id, UsageDay.day],
+                  update={UsageDay.tokens: UsageDay.tokens + EXCLUDED.tokens})
+     .execute())
+
+
+class Quotas:
+    """`check` is a `message_checks` entry; `observe` a `turn_observers` entry."""
+
+    def __init__(self, clock: Callable[[], dt.date | dt.datetime]):
+        self.clock = clock
+
+    def check(self, agent, principal, inp):
+        limit = (agent.setting("quota") or {}).get("tokens_per_day")
+        if not limit:
+            return None
+        now = self.clock()
+        used = tokens_used(principal.user_id, day_of(now))
+        if used >= limit:
+            retry = seconds_to_next_day(now)
+            raise QuotaExceeded(f"The daily token quota ({limit}) is used up; it resets at 00:00 UTC",
+                                headers={"Retry-After": str(retry)})
+        return None
+
+    def observe(self, turn, outcome) -> None:
+        tokens = outcome.usage.total_tokens
+        if tokens <= 0:
+            return
+        try:
+            add_tokens(turn.principal.user_id, day_of(self.clock()), tokens)
+        except Exception:
+            # The answer is already stored; a lost count must not turn it into an error.
+            log.exception("could not record token usage for %s", turn.principal.user_id)
