@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import httpx
 from flask import Flask
 
+from agentd import titles
 from agentd.agents import Agent, AgentProblem, load_agents
 from agentd.chat import ChatService
 from agentd.config import Config
@@ -84,6 +85,7 @@ def create_app(config: Config | dict | None = None) -> Flask:
     app.config["SECRET_KEY"] = config.secret_key or secrets.token_hex(32)
     app.json.sort_keys = False
     state = build_state(config)
+    titles.install(state)
     app.extensions["agentd"] = state
     from agentd import logs, metrics, reload
     logs.install(app, state)  # first: the request id and timing wrap every other hook

@@ -6,6 +6,7 @@ server is in open local mode: everyone is user `local`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -15,6 +16,7 @@ from agentd.errors import InvalidRequest, Unauthorized
 from agentd.store.models import ApiKey, utcnow
 
 KEY_PREFIX = "agd_"
+LAST_USED_EVERY = dt.timedelta(minutes=1)
 
 
 def hash_key(key: str) -> str:
@@ -44,14 +46,32 @@ def any_key_exists() -> bool:
     return ApiKey.select().exists()
 
 
+def _refused() -> Unauthorized:
+    # One message and one header for every reason (missing, malformed, unknown,
+    # revoked): the body must not help anyone tell a revoked key from a wrong one.
+    return Unauthorized("A valid API key is required", headers={"WWW-Authenticate": "Bearer"})
+
+
+def touch(row: ApiKey, now: dt.datetime | None = None) -> bool:
+    """Stamp `last_used_at`, at most once a minute per key, so requests are not each a write."""
+    now = now or utcnow()
+    cutoff = now - LAST_USED_EVERY
+    if row.last_used_at is not None and row.last_used_at > cutoff:
+        return False  # decided from the row already read: no query at all
+    # Conditional, so processes racing on the same key write once between them.
+    return bool(ApiKey.update(last_used_at=now).where(
+        (ApiKey.id == row.id) & (ApiKey.last_used_at.is_null() | (ApiKey.last_used_at <= cutoff)))
+        .execute())
+
+
 def principal_for_key(key: str) -> Principal:
     """The principal of a bearer key; 401 with no detail for anything wrong."""
     digest = hash_key(key)
     row = ApiKey.get_or_none(ApiKey.key_hash == digest)
     # The lookup is by hash; compare again in constant time so timing says nothing.
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
-        raise Unauthorized("A valid API key is required")
-    ApiKey.update(last_used_at=utcnow()).where(ApiKey.id == row.id).execute()
+        raise _refused()
+    touch(row)
     return Principal(user_id=row.user_id, agents=row.agents, kind="key")
 
 
@@ -61,5 +81,5 @@ def bearer_principal(authorization: str | None, open_mode: bool) -> Principal:
         return Principal(user_id="local", kind="local")
     scheme, _, credential = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise Unauthorized("A valid API key is required")
+        raise _refused()
     return principal_for_key(credential.strip())

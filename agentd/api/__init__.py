@@ -46,7 +46,7 @@ def healthz():
 
 
 def register_api(app: Flask) -> None:
-    from agentd.api import chat
+    from agentd.api import chat, conversations
 
     register_error_handlers(app)
     app.before_request(authenticate)
@@ -54,6 +54,7 @@ def register_api(app: Flask) -> None:
     from agentd.api import openapi
     openapi.register(app)
     app.register_blueprint(chat.bp)
+    app.register_blueprint(conversations.bp)
     sock.init_app(app)
 
     @sock.route("/api/agents/<agent_id>/ws")

@@ -5,6 +5,7 @@ import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
+from agentd import idempotency
 from agentd.api.streaming import SSE_HEADERS, pump, sse_stream
 from agentd.api.validation import chat_input, int_arg, json_body
 from agentd.errors import ApiError, InvalidRequest
@@ -56,7 +57,8 @@ def send_message(agent_id: str, body: dict, channel: str, filter_event=None):
 
 @bp.post("/api/agents/<agent_id>/chat")
 def post_chat(agent_id):
-    return send_message(agent_id, json_body(request), "api")
+    body = json_body(request)
+    return idempotency.guard(agent_id, body, lambda: send_message(agent_id, body, "api"))
 
 
 def _history_filter(agent_id: str):

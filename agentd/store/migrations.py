@@ -26,7 +26,13 @@ def m002_indexes(database) -> None:
     database.execute_sql("CREATE INDEX IF NOT EXISTS message_status ON message (status)")
 
 
-MIGRATIONS = [(1, m001_initial), (2, m002_indexes)]
+def m003_idempotency_expiry(database) -> None:
+    """An index for purging expired idempotency records without a full scan."""
+    database.execute_sql("CREATE INDEX IF NOT EXISTS idempotency_record_created "
+                         "ON idempotency_record (created_at)")
+
+
+MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry)]
 
 
 def _serialise(database) -> None:

@@ -1,0 +1,210 @@
+"""`Idempotency-Key` for POST /api/agents/{id}/chat (API.md).
+
+A retried request with the same key and body gets the first result (same
+message ids) and the provider is called once. The record is claimed by
+INSERTING it first: the database's unique key (user_id, key) decides who runs,
+so this holds across processes and hosts. Whoever loses the insert reads the
+record: another body → 422, still running → 409, finished → the stored answer.
+
+- Keys are scoped per user (two users may use the same key) and expire after
+  24 h; an expired record is deleted and the key claimed afresh.
+- A request that fails (validation, busy conversation, provider error) drops
+  its record, so the client may retry with the same key and really retry.
+- A running record older than the turn lease is taken to be from a crashed
+  process and is taken over.
+- Streamed requests (`"stream": true`) with a key run as usual the first time,
+  and the final message is recorded from the `done` event; a replay answers
+  with a short stream: `start` then `done` carrying the stored message. The
+  stream flag is part of the body, so a streamed and a non-streamed request
+  never share a record (422).
+
+This is the HTTP side of the feature (it reads the header and wraps the
+response); the claim/finish/abandon functions below it are plain storage.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+from typing import Callable, Iterable, Iterator
+
+import peewee as pw
+from flask import Response, current_app, g, jsonify, request
+
+from agentd.errors import ApiError, InvalidRequest
+from agentd.store.models import IdempotencyRecord, db, utcnow
+
+log = logging.getLogger("agentd.idempotency")
+
+HEADER = "Idempotency-Key"
+TTL = dt.timedelta(hours=24)
+MAX_KEY_CHARS = 255
+PURGE_EVERY = dt.timedelta(minutes=10)
+
+
+class IdempotencyInProgress(ApiError):
+    status, code = 409, "IDEMPOTENCY_IN_PROGRESS"
+
+
+class IdempotencyKeyReused(ApiError):
+    status, code = 422, "IDEMPOTENCY_KEY_REUSED"
+
+
+# --- storage ---------------------------------------------------------------------
+
+def body_hash(agent_id: str, body: dict) -> str:
+    """A digest of what the request asks for: the agent and the body, key order aside."""
+    canonical = json.dumps({"agent_id": agent_id, "body": body}, sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _record(user_id: str, key: str):
+    return (IdempotencyRecord.user_id == user_id) & (IdempotencyRecord.key == key)
+
+
+def _insert(user_id: str, key: str, agent_id: str, digest: str, now: dt.datetime) -> bool:
+    try:
+        with db.atomic():  # a failed insert must not poison an outer transaction (PostgreSQL)
+            IdempotencyRecord.insert(key=key, user_id=user_id, agent_id=agent_id, body_hash=digest,
+                                     status="running", created_at=now).execute()
+        return True
+    except pw.IntegrityError:
+        return False
+
+
+def _outdated(record: IdempotencyRecord, now: dt.datetime, stale_after: dt.timedelta) -> bool:
+    if record.created_at <= now - TTL:
+        return True
+    return record.status == "running" and record.created_at <= now - stale_after
+
+
+def claim(user_id: str, key: str, agent_id: str, digest: str, stale_after: dt.timedelta,
+          now: dt.datetime | None = None) -> IdempotencyRecord | None:
+    """None when this request now owns the key and must run; the finished record to replay; or 409/422."""
+    now = now or utcnow()
+    for _ in range(3):
+        if _insert(user_id, key, agent_id, digest, now):
+            return None
+        record = IdempotencyRecord.get_or_none(_record(user_id, key))
+        if record is None:
+            continue  # deleted between our insert and our read: try again
+        if _outdated(record, now, stale_after):
+            # Only the exact row we judged: a concurrent taker's fresh row survives.
+            IdempotencyRecord.delete().where(_record(user_id, key)
+                                             & (IdempotencyRecord.created_at == record.created_at)).execute()
+            continue
+        if record.body_hash != digest:
+            raise IdempotencyKeyReused(f"{HEADER}: already used with a different request body")
+        if record.status != "done":
+            raise IdempotencyInProgress(f"{HEADER}: the first request with this key is still running")
+        return record
+    raise IdempotencyInProgress(f"{HEADER}: the first request with this key is still running")
+
+
+def finish(user_id: str, key: str, response: dict, status_code: int) -> None:
+    (IdempotencyRecord.update(status="done", response=response, status_code=status_code)
+     .where(_record(user_id, key) & (IdempotencyRecord.status == "running")).execute())
+
+
+def abandon(user_id: str, key: str) -> None:
+    """Forget a claim whose request failed, so a retry with the same key runs again."""
+    IdempotencyRecord.delete().where(_record(user_id, key) & (IdempotencyRecord.status == "running")).execute()
+
+
+_last_purge: list[dt.datetime] = []
+_purge_lock = threading.Lock()
+
+
+def purge_expired(now: dt.datetime | None = None, force: bool = False) -> int:
+    """Delete expired records, at most every PURGE_EVERY per process (claim() ignores them anyway)."""
+    now = now or utcnow()
+    with _purge_lock:
+        if not force and _last_purge and _last_purge[0] > now - PURGE_EVERY:
+            return 0
+        _last_purge[:] = [now]
+    return IdempotencyRecord.delete().where(IdempotencyRecord.created_at <= now - TTL).execute()
+
+
+# --- the HTTP side ------------------------------------------------------------------
+
+def _valid_key(raw: str) -> str:
+    key = raw.strip()
+    if not key or len(key) > MAX_KEY_CHARS or not key.isprintable():
+        raise InvalidRequest(f"{HEADER}: must be 1 to {MAX_KEY_CHARS} printable characters")
+    return key
+
+
+def _sse(kind: str, data: dict) -> str:
+    payload = json.dumps({"type": kind, **data}, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {kind}\ndata: {payload}\n\n"
+
+
+def _replay(record: IdempotencyRecord, stream: bool) -> Response:
+    message = record.response
+    if not stream:
+        response = jsonify(message)
+        response.status_code = record.status_code or 200
+    else:
+        start = {"id": message.get("id"), "conversation_id": message.get("conversation_id"),
+                 "provider": message.get("provider"), "model": message.get("model")}
+        done = {"message": dict(message), "usage": message.get("usage")}
+        response = Response([_sse("start", start), _sse("done", done)], mimetype="text/event-stream",
+                            headers={"Cache-Control": "no-cache, no-transform"})
+    response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _done_message(frame) -> dict | None:
+    """The final message if this SSE frame is the `done` event."""
+    text = frame.decode() if isinstance(frame, bytes) else frame
+    if not text.startswith("event: done\n"):
+        return None
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            data = json.loads(line[5:])
+            return {**data["message"], "usage": data.get("usage")}
+    return None
+
+
+def _watched(frames: Iterable, user_id: str, key: str, scope) -> Iterator:
+    """Pass the stream through; record its final message, or drop the claim if it never came."""
+    final = None
+    try:
+        for frame in frames:
+            if final is None:
+                final = _done_message(frame)
+            yield frame
+    finally:
+        close = getattr(frames, "close", None)
+        if close:
+            close()  # the client went away: stop the turn now, as without a key
+        with scope():
+            finish(user_id, key, final, 200) if final is not None else abandon(user_id, key)
+
+
+def guard(agent_id: str, body: dict, send: Callable[[], Response]) -> Response:
+    """Run `send()` at most once per (user, Idempotency-Key); without the header, just run it."""
+    raw = request.headers.get(HEADER)
+    if raw is None:
+        return send()
+    key, user_id = _valid_key(raw), g.principal.user_id
+    state = current_app.extensions["agentd"]
+    purge_expired()
+    stale_after = dt.timedelta(seconds=state.config.turn_lease_seconds)
+    stream = body.get("stream") is True
+    record = claim(user_id, key, agent_id, body_hash(agent_id, body), stale_after)
+    if record is not None:
+        return _replay(record, stream)
+    try:
+        response = send()
+    except BaseException:
+        abandon(user_id, key)
+        raise
+    if stream:
+        response.response = _watched(response.response, user_id, key, state.db.connection_context)
+    else:
+        finish(user_id, key, response.get_json(), response.status_code)
+    return response
