@@ -16,7 +16,7 @@ from agentd.plugins import Registry, load_plugins, split_path_list
 from agentd.policies import install_policies
 from agentd.providers.router import ModelRouter, RetryPolicy
 from agentd.store import connect_database
-from agentd.store.messages import mark_unfinished
+from agentd.recorder import recover_unfinished
 from agentd.toolrun import ToolHooks
 
 log = logging.getLogger("agentd")
@@ -51,10 +51,7 @@ def _config(config) -> Config:
 
 def build_state(config: Config) -> AppState:
     database = connect_database(config.database_url)
-    with database.connection_context():
-        recovered = mark_unfinished()
-    if recovered:
-        log.warning("marked %d message(s) left unfinished by a previous run", recovered)
+    recover_unfinished(database)
     registry = load_plugins(split_path_list(config.plugins_dir), entry_points=config.entry_points)
     agents, problems = load_agents(config.agents_dir, registry)
     http = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0),

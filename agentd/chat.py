@@ -8,15 +8,16 @@ layer can still answer them as plain JSON errors.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from agentd.agents import Agent
 from agentd.errors import AgentNotFound, ApiError, InvalidRequest
+from agentd.liveturns import live_turns
 from agentd.loop import LoopSettings, run_loop
 from agentd.prompting import system_prompt, title_from
-from agentd.providers.router import choose_candidate
 from agentd.recorder import TurnRecorder
 from agentd.store import messages as store
 from agentd.store.models import Conversation, Message, db, utcnow
@@ -57,7 +58,7 @@ class Principal:
 
 def _model_block(agent: Agent, inp: ChatInput) -> dict:
     """The model block for this turn, honouring a per-message override the agent allows."""
-    model = choose_candidate(agent.model)
+    model = agent.resolved_model()
     if not (inp.provider or inp.model):
         return model
     allowed = model.get("allow_override") or {}
@@ -162,6 +163,11 @@ class Turn:
         self.caller = service.model_caller(self)
         self.started = time.monotonic()
         self.outcome = None
+        # The worker storing events and a shutdown ending the turn from outside
+        # take this lock, so exactly one of them writes the turn's final state.
+        self._lock = threading.RLock()
+        self._closed = False
+        self.listeners: list = []  # callables told of an error event when the turn is aborted
 
     @property
     def conversation_id(self) -> str:
@@ -206,6 +212,7 @@ class Turn:
         """The turn's events, ending with `done` or `error`; the lock is released at the end."""
         status = "partial"
         loop = None
+        live_turns.add(self)  # from here on its lease is renewed until _finish
         try:
             start = self.start_event()
             self._observe(start)
@@ -216,6 +223,8 @@ class Turn:
                 if self.cancelled:
                     break
                 done = self._record(event)
+                if self._closed:
+                    return  # aborted from outside; its error event went to the listeners
                 if done is not None:
                     status = "complete"
                     yield done
@@ -225,7 +234,7 @@ class Turn:
         except ApiError as exc:
             status = "error"
             yield self._error_event(exc)
-        except Exception as exc:
+        except Exception:
             status = "error"
             log.exception("turn failed")
             yield self._error_event(ApiError("the turn failed unexpectedly"))
@@ -234,8 +243,29 @@ class Turn:
                 loop.close()  # closes the provider's request when the client went away
             self._finish(status)
 
+    def abort(self, exc: ApiError) -> Event | None:
+        """End the turn from another thread (shutdown): store what it has, tell the listeners.
+
+        Returns the error event, or None when the turn had already ended or answered.
+        """
+        self.cancelled = True
+        with self._lock:
+            if self._closed or self.outcome is not None:
+                return None
+            self._finish("partial")
+        event = self._error_event(exc)
+        for listener in list(self.listeners):
+            listener(event)
+        return event
+
     def _record(self, event: Event) -> Event | None:
         """Store what an event carries; returns the `done` event once the answer is stored."""
+        with self._lock:
+            if self._closed:
+                return None
+            return self._store(event)
+
+    def _store(self, event: Event) -> Event | None:
         self.recorder.provider = self.caller.used.get("provider", self.recorder.provider)
         self.recorder.model = self.caller.used.get("name", self.recorder.model)
         self._observe(event)
@@ -277,9 +307,14 @@ class Turn:
         return event
 
     def _finish(self, status: str) -> None:
-        try:
-            if status != "complete":
-                self.recorder.fail("partial" if status == "partial" else "error")
-        finally:
-            store.release_turn(self.conversation.id, self.token)
-            self._observe(Event("finish", {"status": status}))
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if status != "complete":
+                    self.recorder.fail("partial" if status == "partial" else "error")
+            finally:
+                live_turns.discard(self)
+                store.release_turn(self.conversation.id, self.token)
+                self._observe(Event("finish", {"status": status}))

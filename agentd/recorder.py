@@ -7,6 +7,11 @@ non-streamed turn writes all its messages in one transaction at the end.
 """
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
+from agentd.store import messages as store
 from agentd.store.models import Message, db, utcnow
 from agentd.vocab import Completion, ToolResult, Usage
 
@@ -80,9 +85,17 @@ class TurnRecorder:
         return self.flush()
 
     def fail(self, status: str) -> int | None:
-        """End the turn as `partial` or `error`, keeping any text already produced."""
+        """End the turn as `partial` or `error`, keeping any text already produced.
+
+        With no text, no assistant row is left (API.md: an error turn leaves an
+        assistant message only if some content was produced); an eager row opened
+        for the `start` event is removed again.
+        """
         text = self.partial_text()
-        if not text and self.row_id is None and not self.eager:
+        if not text and self.eager and self.row_id is not None and not self.reasoning:
+            Message.delete().where(Message.id == self.row_id).execute()
+            self.row_id = None
+        if not text and self.row_id is None:
             self.flush()
             return None
         fields = self._assistant_fields(None, status if text else "error", content=text or None)
@@ -109,3 +122,44 @@ def sum_usage(*usages: Usage) -> Usage:
     for usage in usages:
         total = total + usage
     return total
+
+
+# -- rows a dead process left behind ---------------------------------------------------
+log = logging.getLogger("agentd.recovery")
+
+
+def recover_unfinished(database) -> int:
+    """Mark rows a crashed run left `streaming` (start-up); returns how many.
+
+    A row whose conversation still holds an unexpired lease may belong to a
+    live turn in another process, so it is left alone now; a background thread
+    looks again when that lease runs out (live turns renew theirs, a dead
+    process's does not), until no such row remains.
+    """
+    with database.connection_context():
+        recovered = store.mark_unfinished()
+        pending = store.unfinished_lease_expiry()
+    if recovered:
+        log.warning("marked %d message(s) left unfinished by a previous run", recovered)
+    if pending is not None:
+        threading.Thread(target=_recover_later, args=(database,), daemon=True,
+                         name="agentd-recovery").start()
+    return recovered
+
+
+def _recover_later(database) -> None:
+    while True:
+        try:
+            with database.connection_context():
+                expiry = store.unfinished_lease_expiry()
+                if expiry is None:
+                    return
+                wait = (expiry - utcnow()).total_seconds()
+                if wait <= 0:
+                    recovered = store.mark_unfinished()
+                    if recovered:
+                        log.warning("marked %d message(s) whose turn lease ran out", recovered)
+        except Exception:  # noqa: BLE001 — the database may be briefly away; try again later
+            log.exception("recovering unfinished messages failed")
+            wait = 5.0
+        time.sleep(min(max(wait, 0.0) + 0.2, 60.0))

@@ -6,7 +6,8 @@ import json
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from agentd import idempotency
-from agentd.api.streaming import SSE_HEADERS, pump, sse_stream
+from agentd.api.streaming import (SSE_HEADERS, connection_releaser, error_frame, sse_stream, ws_next_message,
+                                  ws_stream)
 from agentd.api.validation import chat_input, int_arg, json_body
 from agentd.errors import ApiError, InvalidRequest
 from agentd.store import messages as store
@@ -50,8 +51,9 @@ def send_message(agent_id: str, body: dict, channel: str, filter_event=None):
     turn = service().start_turn(agent_id, g.principal, inp)
     if not inp.stream:
         return jsonify(run_to_completion(turn))
-    response = Response(stream_with_context(sse_stream(turn, filter_event, state().db.connection_context)),
-                        mimetype="text/event-stream", headers=SSE_HEADERS)
+    database = state().db
+    events = sse_stream(turn, filter_event, release=connection_releaser(database))
+    response = Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
     return response
 
 
@@ -93,19 +95,15 @@ def clear_history(agent_id):
 
 def websocket_session(ws, agent_id: str, channel: str = "ws", filter_event=None) -> None:
     """Serve turns over one socket, one at a time; `{"type": "cancel"}` stops the running one."""
-    service().agent(agent_id, g.principal)
+    try:
+        service().agent(agent_id, g.principal)
+    except ApiError as exc:
+        ws.send(error_frame(exc.code, exc.message))
+        return
     while True:
-        frame = ws.receive()
-        if frame is None:
-            return
-        try:
-            body = json.loads(frame)
-        except ValueError:
-            ws.send(json.dumps({"type": "error", "error": {"code": "INVALID_REQUEST",
-                                                           "message": "frame: malformed JSON"}}))
-            continue
-        if not isinstance(body, dict) or body.get("type") != "message":
-            continue  # a cancel with no running turn, or an unknown frame
+        body = ws_next_message(ws)
+        if body is None:
+            return  # the socket closed, or the server is shutting down
         _ws_turn(ws, agent_id, body, channel, filter_event)
 
 
@@ -113,22 +111,7 @@ def _ws_turn(ws, agent_id, body, channel, filter_event) -> None:
     try:
         turn = service().start_turn(agent_id, g.principal, chat_input({**body, "stream": True}, channel))
     except ApiError as exc:
-        ws.send(json.dumps({"type": "error", "error": {"code": exc.code, "message": exc.message}}))
+        ws.send(error_frame(exc.code, exc.message))
         return
-    for event in pump(turn, idle=0.1, scope=state().db.connection_context):
-        if event is not None:
-            event = filter_event(event) if filter_event else event
-            if event is not None:
-                ws.send(json.dumps(event.public(), ensure_ascii=False))
-        _check_cancel(ws, turn)
-
-
-def _check_cancel(ws, turn) -> None:
-    frame = ws.receive(timeout=0)
-    if frame is None:
-        return
-    try:
-        if json.loads(frame).get("type") == "cancel":
-            turn.cancel()
-    except (ValueError, AttributeError):
-        pass
+    database = state().db
+    ws_stream(ws, turn, filter_event, release=connection_releaser(database))

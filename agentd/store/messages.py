@@ -124,6 +124,19 @@ def mark_unfinished(conversation_id: str | None = None) -> int:
     return with_text + empty
 
 
+def unfinished_lease_expiry() -> dt.datetime | None:
+    """When the earliest live lease over a `streaming` row runs out (None: no such row).
+
+    Those rows belong to a running turn, or to a process that died before its
+    lease ran out; recovery looks again then.
+    """
+    row = (Conversation.select(Conversation.busy_until)
+           .join(Message, on=(Message.conversation == Conversation.id))
+           .where((Message.status == UNFINISHED) & Conversation.busy_token.is_null(False))
+           .order_by(Conversation.busy_until).first())
+    return row.busy_until if row else None
+
+
 def message_dict(row: Message) -> dict:
     """A stored message in API.md's shape."""
     data = {"id": row.id, "role": row.role, "content": row.content,
