@@ -11,7 +11,7 @@ import pytest
 
 from agentd.auth import create_key, revoke_key, touch
 from agentd.store.models import ApiKey
-from tests.conftest import Reply, openai_agent
+from tests.conftest import openai_agent
 
 UNAUTHORIZED = {"error": {"code": "UNAUTHORIZED", "message": "A valid API key is required"}}
 

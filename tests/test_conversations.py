@@ -10,7 +10,7 @@ from simple_websocket import Client as WsClient
 
 from agentd.store.models import Conversation, Message
 from tests.conftest import Reply, openai_agent
-from tests.test_auth import user_client
+from tests.test_auth import new_key, user_client
 
 
 @pytest.fixture
@@ -199,7 +199,6 @@ def test_another_users_conversation_is_403_everywhere_and_untouched(server, fake
 def test_another_users_conversation_is_403_over_websocket(server, fake_openai):
     with user_client(server, "alice") as alice:
         conversation = start(alice, "Alice's secret plan")
-    from tests.test_auth import new_key
     bob_key = new_key(server, "bob")
     ws = WsClient.connect(server.url.replace("http://", "ws://") + "/api/agents/bot/ws",
                           headers={"Authorization": f"Bearer {bob_key}"})

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import Reply, openai_agent
+from tests.conftest import openai_agent
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
 PROMPT = "You help {{ user.name | default('the customer') }} with orders.{% if plan %} Plan: {{ plan }}.{% endif %}"
