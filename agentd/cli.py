@@ -133,5 +133,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from agentd.errors import ApiError
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except ApiError as exc:
+        print(f"agentd: {exc.message}", file=sys.stderr)
+        return 2

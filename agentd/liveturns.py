@@ -2,9 +2,11 @@
 
 A turn holds its conversation's lease in the database for `turn_lease_seconds`.
 One background thread (a greenlet under gevent) renews the leases of every
-live turn at a third of that, in one UPDATE per lease length and tick — never
-a write per delta — so a long turn keeps its conversation while the lease of a
-process that died runs out soon after, and recovery can mark its rows.
+live turn at a third of that (at most every CHECKPOINT_SECONDS), in one UPDATE
+per lease length and tick, so a long turn keeps its conversation while the
+lease of a process that died runs out soon after, and recovery can mark its
+rows. The same tick stores each stream's text so far in one transaction:
+never a write per delta, and a `kill -9` loses at most one tick of text.
 
 At shutdown the server calls `abort_all`: every live turn stores what it has
 produced and its client gets an `error` event, instead of being cut mid-word.
@@ -17,9 +19,11 @@ import threading
 import time
 from collections import defaultdict
 
+from agentd.recorder import save_checkpoints
 from agentd.store.models import Conversation, db, utcnow
 
 log = logging.getLogger("agentd.turns")
+CHECKPOINT_SECONDS = 5.0
 
 
 class LiveTurns:
@@ -82,21 +86,28 @@ class LiveTurns:
     def _renew_due(self) -> None:
         now = time.monotonic()
         groups: dict[int, list[str]] = defaultdict(list)
+        checkpoints = []
         with self._lock:
-            for key, (turn, renew_at) in list(self._turns.items()):
-                if renew_at <= now:
-                    groups[_lease(turn)].append(turn.token)
-                    self._turns[key] = (turn, now + _interval(turn))
+            due = [(key, turn) for key, (turn, renew_at) in self._turns.items() if renew_at <= now]
+            for key, turn in due:
+                self._turns[key] = (turn, now + _interval(turn))
+        for _, turn in due:
+            groups[_lease(turn)].append(turn.token)
+            checkpoint = turn.recorder.checkpoint()
+            if checkpoint is not None:
+                checkpoints.append(checkpoint)
         if groups:
-            renew_leases(groups)
+            renew_leases(groups, checkpoints)
 
 
-def renew_leases(groups: dict[int, list[str]]) -> None:
-    """Push out the leases named by their tokens, one UPDATE per lease length."""
+def renew_leases(groups: dict[int, list[str]], checkpoints: list[tuple[int, str]] = ()) -> None:
+    """Push out the leases named by their tokens (one UPDATE per lease length), save text so far."""
     with db.connection_context():
         for lease, tokens in groups.items():
             (Conversation.update(busy_until=utcnow() + dt.timedelta(seconds=lease))
              .where(Conversation.busy_token.in_(tokens)).execute())
+        if checkpoints:
+            save_checkpoints(checkpoints)
 
 
 def _lease(turn) -> int:
@@ -104,7 +115,9 @@ def _lease(turn) -> int:
 
 
 def _interval(turn) -> float:
-    return max(_lease(turn) / 3.0, 0.2)
+    # A third of the lease keeps it alive through two missed ticks; at most
+    # CHECKPOINT_SECONDS so a crash loses little streamed text.
+    return max(min(_lease(turn) / 3.0, CHECKPOINT_SECONDS), 0.2)
 
 
 live_turns = LiveTurns()

@@ -26,6 +26,7 @@ class TurnRecorder:
         self.reasoning: list[str] = []
         self.provider: str | None = None
         self.model: str | None = None
+        self._checkpointed = 0  # how many text pieces the open row holds in the database
 
     # -- the open assistant row ----------------------------------------------------
     def open_row(self) -> int | None:
@@ -42,6 +43,18 @@ class TurnRecorder:
     def partial_text(self) -> str:
         return "".join(self.text)
 
+    def checkpoint(self) -> tuple[int, str] | None:
+        """The open row and its text so far, when the text grew since the last checkpoint.
+
+        Called from the lease heartbeat (agentd.liveturns), not per delta: a
+        process killed mid-stream loses at most one heartbeat's worth of text.
+        """
+        pieces = len(self.text)
+        if not self.eager or self.row_id is None or pieces == self._checkpointed:
+            return None
+        self._checkpointed = pieces
+        return self.row_id, "".join(self.text[:pieces])
+
     def _assistant_fields(self, completion: Completion | None, status: str, content=None) -> dict:
         message = completion.message if completion else None
         usage = completion.usage if completion else None
@@ -55,7 +68,7 @@ class TurnRecorder:
 
     def _finish_row(self, fields: dict) -> int:
         """Close the open assistant row (eager) or queue it (buffered); returns its id or 0."""
-        self.text, self.reasoning = [], []
+        self.text, self.reasoning, self._checkpointed = [], [], 0
         if not self.eager:
             self.pending.append(fields)
             return 0
@@ -115,6 +128,14 @@ class TurnRecorder:
                 last = Message.insert(created_at=utcnow(), **fields, **self.base).execute()
         self.pending = []
         return last
+
+
+def save_checkpoints(rows: list[tuple[int, str]]) -> None:
+    """Store streaming rows' text so far in one transaction; finished rows are left alone."""
+    with db.atomic():
+        for row_id, text in rows:
+            (Message.update(content=text)
+             .where((Message.id == row_id) & (Message.status == store.UNFINISHED)).execute())
 
 
 def sum_usage(*usages: Usage) -> Usage:

@@ -1,4 +1,10 @@
-"""`agentd chat AGENT`: a terminal chat over the streamed API, one conversation across lines."""
+"""`agentd chat AGENT`: a terminal chat over the streamed API, one conversation across lines.
+
+Each line is one turn, streamed as it comes. The conversation id of the first
+`start` event is sent with every later line, so the agent sees the whole
+exchange. Ctrl-C during an answer stops it (the server keeps the partial
+answer) and returns to the prompt; Ctrl-C or end of input at the prompt quits.
+"""
 from __future__ import annotations
 
 import json
@@ -11,9 +17,34 @@ from agentd.config import Config
 
 
 def _events(response: httpx.Response):
+    data = []
     for line in response.iter_lines():
         if line.startswith("data:"):
-            yield json.loads(line[5:].strip())
+            data.append(line[5:].strip())
+        elif not line and data:
+            yield json.loads("\n".join(data))
+            data = []
+
+
+def _show(event: dict, out) -> None:
+    kind = event["type"]
+    if kind == "delta":
+        out.write(event["content"])
+    elif kind == "status":
+        out.write(f"\n  … {event['message']}\n")
+    elif kind == "tool_call":
+        out.write(f"\n  [tool {event['tool_call']['function']['name']}]\n")
+    elif kind == "error":
+        out.write(f"\n[error {event['error']['code']}] {event['error']['message']}")
+    out.flush()
+
+
+def _refused(response: httpx.Response, out) -> None:
+    try:
+        error = json.loads(response.read() or b"{}").get("error", {})
+    except ValueError:
+        error = {"code": "HTTP", "message": response.reason_phrase}
+    out.write(f"[{response.status_code} {error.get('code')}] {error.get('message')}\n")
 
 
 def _turn(client: httpx.Client, url: str, headers: dict, body: dict, out) -> str | None:
@@ -21,24 +52,27 @@ def _turn(client: httpx.Client, url: str, headers: dict, body: dict, out) -> str
     conversation_id = body.get("conversation_id")
     with client.stream("POST", url, json=body, headers=headers) as response:
         if response.status_code != 200:
-            error = json.loads(response.read() or b"{}").get("error", {})
-            out.write(f"[{response.status_code} {error.get('code')}] {error.get('message')}\n")
+            _refused(response, out)
             return conversation_id
-        for event in _events(response):
-            kind = event["type"]
-            if kind == "start":
-                conversation_id = event["conversation_id"]
-            elif kind == "delta":
-                out.write(event["content"])
-            elif kind == "status":
-                out.write(f"\n  … {event['message']}\n")
-            elif kind == "tool_call":
-                out.write(f"\n  [tool {event['tool_call']['function']['name']}]\n")
-            elif kind == "error":
-                out.write(f"\n[error {event['error']['code']}] {event['error']['message']}")
-            out.flush()
+        try:
+            for event in _events(response):
+                if event["type"] == "start":
+                    conversation_id = event["conversation_id"]
+                _show(event, out)
+        except KeyboardInterrupt:
+            out.write("\n[stopped]")  # leaving the stream makes the server keep the partial answer
     out.write("\n")
     return conversation_id
+
+
+def _prompt(stdin, out, label: str) -> str | None:
+    out.write(label)
+    out.flush()
+    try:
+        line = stdin.readline()
+    except KeyboardInterrupt:
+        return None
+    return line or None
 
 
 def chat_loop(agent: str, url: str | None, key: str | None, stdin=None, out=None) -> int:
@@ -50,13 +84,18 @@ def chat_loop(agent: str, url: str | None, key: str | None, stdin=None, out=None
     conversation_id = None
     with httpx.Client(timeout=httpx.Timeout(None, connect=5.0)) as client:
         while True:
-            out.write("you> ")
-            out.flush()
-            line = stdin.readline()
-            if not line:
+            line = _prompt(stdin, out, "you> ")
+            if line is None:
+                out.write("\n")
                 return 0
             if not line.strip():
                 continue
-            body = {"message": line.rstrip("\n"), "stream": True, "conversation_id": conversation_id}
+            body = {"message": line.rstrip("\n"), "stream": True}
+            if conversation_id:
+                body["conversation_id"] = conversation_id
             out.write(f"{agent}> ")
-            conversation_id = _turn(client, f"{base}/api/agents/{agent}/chat", headers, body, out)
+            try:
+                conversation_id = _turn(client, f"{base}/api/agents/{agent}/chat", headers, body, out)
+            except httpx.TransportError as exc:
+                out.write(f"\n[cannot reach {base}: {exc.__class__.__name__}]\n")
+                return 1
