@@ -162,7 +162,9 @@ def _done_message(frame) -> dict | None:
     text = frame.decode() if isinstance(frame, bytes) else frame
     if not text.startswith("event: done\n"):
         return None
-    for line in text.splitlines():
+    # Split on "\n" only, as SSE does: splitlines() would also cut a data line at
+    # U+0085 or U+2028 inside the JSON text (ensure_ascii=False leaves them raw).
+    for line in text.split("\n"):
         if line.startswith("data:"):
             data = json.loads(line[5:])
             return {**data["message"], "usage": data.get("usage")}

@@ -14,12 +14,20 @@ from agentd.vocab import Image
 IMAGE_TYPES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MOODS = ("serious", "friendly", "normal")
+MAX_INT = 2**63 - 1  # the largest integer both databases store; larger ones would be a 500
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > MAX_INT:
+        raise InvalidRequest(f"body: integer {text[:24]}… is out of range")
+    return value
 
 
 def json_body(request: Request) -> dict:
     """The request's JSON object, or 400."""
     try:
-        body = json.loads(request.get_data(cache=True) or b"null")
+        body = json.loads(request.get_data(cache=True) or b"null", parse_int=_bounded_int)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("body: malformed JSON") from None
     if not isinstance(body, dict):
@@ -41,7 +49,7 @@ def _image(item, index: int) -> Image:
     where = f"images[{index}]"
     if not isinstance(item, dict) or not isinstance(item.get("data"), str):
         raise InvalidRequest(f"{where}: must be an object with base64 'data' and 'mime_type'")
-    if item.get("mime_type") not in IMAGE_TYPES:
+    if not isinstance(item.get("mime_type"), str) or item["mime_type"] not in IMAGE_TYPES:
         raise InvalidRequest(f"{where}.mime_type: must be one of {', '.join(sorted(IMAGE_TYPES))}")
     data = item["data"].strip()
     if data.startswith("data:"):
@@ -85,7 +93,7 @@ def int_arg(args, name: str, default: int | None, low: int, high: int | None = N
         value = int(raw)
     except ValueError:
         raise InvalidRequest(f"{name}: must be an integer") from None
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+    if value < low or value > (MAX_INT if high is None else high):
+        bound = f"between {low} and {MAX_INT if high is None else high}"
         raise InvalidRequest(f"{name}: must be {bound}")
     return value
