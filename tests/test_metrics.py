@@ -5,6 +5,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agentd.auth import create_key
 from tests.conftest import Reply, openai_agent, sse_events
+from tests.test_multiprocess import spawn  # noqa: F401  (fixture)
 
 
 def samples(text: str) -> dict:
@@ -74,3 +75,17 @@ def test_metrics_rejects_other_methods_in_the_error_shape(agentd_server):
     response = server.client.post("/metrics")
     assert response.status_code == 405
     assert response.json()["error"]["code"] == "METHOD_NOT_ALLOWED"
+
+
+def test_metrics_add_up_across_worker_processes(spawn, fake_openai, tmp_path):
+    """With PROMETHEUS_MULTIPROC_DIR (as under gunicorn), any worker's /metrics counts every worker."""
+    folder = tmp_path / "prom"
+    folder.mkdir()
+    a, b = spawn({"bot": openai_agent(fake_openai)}, PROMETHEUS_MULTIPROC_DIR=str(folder))
+    for _ in range(3):
+        assert a.client.get("/api/agents").status_code == 200
+    for _ in range(2):
+        assert b.client.get("/api/agents").status_code == 200
+    found = samples(a.client.get("/metrics").text)
+    assert value(found, "agentd_http_requests_total", route="/api/agents", status="200") == 5
+    assert ("agentd_active_streams", frozenset()) in found  # summed over live processes
