@@ -17,6 +17,7 @@ from agentd.policies import install_policies
 from agentd.providers.router import ModelRouter, RetryPolicy
 from agentd.store import connect_database
 from agentd.recorder import recover_unfinished
+from agentd.toolhooks import tool_hooks_from
 from agentd.toolrun import ToolHooks
 
 log = logging.getLogger("agentd")
@@ -60,6 +61,7 @@ def build_state(config: Config) -> AppState:
     state = AppState(config=config, registry=registry, agents=agents, problems=problems,
                      router=router, db=database)
     state.chat = ChatService(state)
+    state.tool_hooks = tool_hooks_from(registry.manager)
     return state
 
 

@@ -50,6 +50,8 @@ def register_api(app: Flask) -> None:
 
     register_error_handlers(app)
     app.before_request(authenticate)
+    from agentd.api import widget
+    app.register_blueprint(widget.bp)
     app.add_url_rule("/healthz", "healthz", healthz)
     from agentd.api import openapi
     openapi.register(app)
