@@ -242,3 +242,14 @@ def test_client_going_away_closes_the_upstream_stream(agentd_server, request, na
             break
         threading.Event().wait(0.02)
     assert fake.streams_closed_early == 1 and fake.streams_finished == 0
+
+
+@pytest.mark.parametrize("name", ["anthropic", "google"])  # their overload errors are retryable
+def test_overload_error_event_before_the_first_delta_is_retried(agentd_server, request, name):
+    vendor = VENDORS[name]
+    fake = vendor.fake(request)
+    server = agentd_server({"bot": vendor.agent(fake, model={"retries": 1})})
+    fake.script(vendor.reply(tool_calls=CALL, fault="error_event"), vendor.reply(content="Recovered"))
+    _, body, events = chat(server, True)
+    assert body["content"] == "Recovered" and fake.calls == 2
+    assert not [e for e in events if e["type"] == "error"]
