@@ -7,7 +7,7 @@ from typing import Iterator
 
 import httpx
 
-from agentd.providers.base import Provider, ProviderChunk, ProviderError, status_error
+from agentd.providers.base import Provider, ProviderChunk, ProviderError, default_timeout, status_error
 from agentd.providers.sse import iter_sse_data
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 
@@ -107,6 +107,7 @@ class _StreamState:
             yield ProviderChunk("delta", delta["content"])
         for fragment in delta.get("tool_calls") or []:
             self._feed_call(fragment)
+            yield ProviderChunk("progress")  # long arguments must not look like an idle stream
 
     def _feed_call(self, fragment: dict) -> None:
         call = self.calls.setdefault(fragment.get("index", 0), {"id": None, "name": "", "args": ""})
@@ -140,7 +141,8 @@ class OpenAICompatible(Provider):
     def complete(self, request: ModelRequest) -> Completion:
         try:
             response = self.http.post(f"{self.base_url}/chat/completions",
-                                      json=request_body(request, False), headers=self.headers())
+                                      json=request_body(request, False), headers=self.headers(),
+                                      timeout=default_timeout(self.config))
         except httpx.HTTPError as exc:
             raise ProviderError(f"{self.preset}: {exc.__class__.__name__}", unavailable=True,
                                 retryable=True) from exc
@@ -157,7 +159,8 @@ class OpenAICompatible(Provider):
         state = _StreamState()
         try:
             with self.http.stream("POST", f"{self.base_url}/chat/completions",
-                                  json=request_body(request, True), headers=self.headers()) as response:
+                                  json=request_body(request, True), headers=self.headers(),
+                                  timeout=default_timeout(self.config)) as response:
                 if response.status_code >= 400:
                     raise status_error(response, self.preset)
                 for data in iter_sse_data(response):
