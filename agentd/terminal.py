@@ -14,16 +14,12 @@ import sys
 import httpx
 
 from agentd.config import Config
+from agentd.providers.sse import iter_sse_data
 
 
 def _events(response: httpx.Response):
-    data = []
-    for line in response.iter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].strip())
-        elif not line and data:
-            yield json.loads("\n".join(data))
-            data = []
+    for data in iter_sse_data(response):
+        yield json.loads(data)
 
 
 def _show(event: dict, out) -> None:

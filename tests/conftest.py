@@ -100,7 +100,7 @@ def sse_events(response: httpx.Response) -> list[dict]:
     import json
     events = []
     for block in response.text.split("\n\n"):
-        for line in block.splitlines():
+        for line in block.split("\n"):  # not splitlines(): JSON may carry U+2028
             if line.startswith("data:"):
                 events.append(json.loads(line[5:].strip()))
     return events

@@ -170,3 +170,14 @@ def test_metadata_and_usage_are_returned(server, fake_openai):
     user = server.history("bot").json()["messages"][0]
     assert user["metadata"] == {"source": "web"}
     assert fake_openai.requests[0]["messages"][0] == {"role": "system", "content": "secret prompt"}
+
+
+def test_line_separator_characters_survive_the_stream(server, fake_openai):
+    """U+2028 and U+0085 are text, not line ends, in an event stream (httpx's iter_lines splits them)."""
+    from tests.conftest import sse_events
+    text = "one\u2028two\u0085three"
+    fake_openai.script(Reply(content=text), Reply(content=text))
+    assert server.chat("bot", "plain").json()["content"] == text
+    response = server.chat("bot", "streamed", stream=True)
+    events = sse_events(response)
+    assert events[-1]["type"] == "done" and events[-1]["message"]["content"] == text

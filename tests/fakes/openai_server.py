@@ -136,7 +136,7 @@ class FakeOpenAI:
                     yield from self._fault(reply.fault)
                     if reply.fault != "error_event":
                         return
-                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()  # raw UTF-8, as OpenAI sends it
                 if reply.chunk_delay:
                     time.sleep(reply.chunk_delay)
             yield b"data: [DONE]\n\n"
