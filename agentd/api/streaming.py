@@ -39,9 +39,10 @@ def pump(turn, idle: float = PING_SECONDS, scope=contextlib.nullcontext,
 
     `scope()` wraps the worker's run; `release()`, called after each event and
     at the end, closes the worker's database connection (opened on demand by
-    each query) so it is not held between events: a stream spends its life waiting for tokens, and a thousand of them
-    must not hold a thousand pooled connections (deltas never touch the
-    database, so the connection is reopened only at tool steps and the end).
+    each query) so it is not held between events: a stream spends its life
+    waiting for tokens, and a thousand of them must not hold a thousand pooled
+    connections (deltas never touch the database, so a connection is taken
+    again only at the start, at tool steps and at the end).
     Leaving the iterator early (client gone) cancels the turn: the worker stops
     at its next event, stores the partial answer and closes the provider call.
     """
