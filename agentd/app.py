@@ -56,7 +56,7 @@ def build_state(config: Config) -> AppState:
     registry = load_plugins(split_path_list(config.plugins_dir), entry_points=config.entry_points)
     agents, problems = load_agents(config.agents_dir, registry)
     http = httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0),
-                        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
+                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=200))  # one per open stream: never queue behind a pool cap
     router = ModelRouter(registry.providers, http=http, policy=RetryPolicy(**config.extra.get("retry", {})))
     state = AppState(config=config, registry=registry, agents=agents, problems=problems,
                      router=router, db=database)

@@ -6,8 +6,8 @@ import json
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
 from agentd import idempotency
-from agentd.api.streaming import (SSE_HEADERS, connection_releaser, error_frame, sse_stream, ws_next_message,
-                                  ws_stream)
+from agentd.api.streaming import (SSE_HEADERS, connection_releaser, error_frame, shutting_down_error,
+                                  sse_stream, ws_next_message, ws_stream)
 from agentd.api.validation import chat_input, int_arg, json_body
 from agentd.errors import ApiError, InvalidRequest
 from agentd.store import messages as store
@@ -42,7 +42,8 @@ def run_to_completion(turn) -> dict:
             return {**event.data["message"], "usage": event.data["usage"]}
         if event.type == "error":
             raise event.payload
-    raise ApiError("the turn ended without an answer")
+    # Only a turn ended from outside (server shutdown) stops without done or error.
+    raise shutting_down_error()
 
 
 def send_message(agent_id: str, body: dict, channel: str, filter_event=None):
