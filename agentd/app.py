@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass, field
 
 import httpx
@@ -16,6 +15,7 @@ from agentd.plugins import Registry, load_plugins, split_path_list
 from agentd.policies import install_policies
 from agentd.providers.router import ModelRouter, RetryPolicy
 from agentd.store import connect_database
+from agentd.store.settings import shared_secret
 from agentd.recorder import recover_unfinished
 from agentd.toolhooks import tool_hooks_from
 from agentd.toolrun import ToolHooks
@@ -81,9 +81,12 @@ def create_app(config: Config | dict | None = None) -> Flask:
     config = _config(config)
     app = Flask("agentd", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    app.config["SECRET_KEY"] = config.secret_key or secrets.token_hex(32)
     app.json.sort_keys = False
     state = build_state(config)
+    if not config.secret_key:
+        with state.db.connection_context():
+            config.secret_key = shared_secret("secret_key")
+    app.config["SECRET_KEY"] = config.secret_key
     titles.install(state)
     app.extensions["agentd"] = state
     from agentd import logs, metrics, reload

@@ -5,7 +5,7 @@ import logging
 
 import peewee as pw
 
-from agentd.store.models import (ApiKey, CacheEntry, Conversation, IdempotencyRecord, Message,
+from agentd.store.models import (AppSetting, ApiKey, CacheEntry, Conversation, IdempotencyRecord, Message,
                                  SchemaMigration, UsageDay, db)
 
 log = logging.getLogger("agentd.store")
@@ -32,7 +32,12 @@ def m003_idempotency_expiry(database) -> None:
                          "ON idempotency_record (created_at)")
 
 
-MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry)]
+def m004_settings(database) -> None:
+    """Settings every process must share, such as the generated secret for widget tokens."""
+    database.create_tables([AppSetting])
+
+
+MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry), (4, m004_settings)]
 
 
 def _serialise(database) -> None:

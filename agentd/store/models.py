@@ -105,6 +105,11 @@ class UsageDay(BaseModel):
         primary_key = pw.CompositeKey("user_id", "day")
 
 
+class AppSetting(BaseModel):
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
     name = pw.CharField(max_length=255)
