@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import httpx
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from agentd import titles
 from agentd.agents import Agent, AgentProblem, load_agents
@@ -97,4 +98,9 @@ def create_app(config: Config | dict | None = None) -> Flask:
     from agentd.api import register_api
     register_api(app)
     reload.install(app, state)
+    if config.trusted_proxies:
+        # Behind nginx or a load balancer: the client's address comes from X-Forwarded-For,
+        # trusting exactly as many hops as the operator says (per-IP rate limits need it).
+        n = config.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)
     return app

@@ -31,6 +31,7 @@ class Config:
     tool_timeout: float = 30.0
     turn_lease_seconds: int = 60
     secret_key: str = ""
+    trusted_proxies: int = 0
     rate_limit_storage: str = "memory://"
     global_rate_limit: str = ""
     log_format: str = "json"
