@@ -2,7 +2,8 @@
 
 Opt-in per agent with `cache: {ttl: SECONDS}`. Only a conversation's first
 message is cached, and only when nothing personal shapes the answer: no
-`context`, no images, no system prompt, provider or model override. The key
+`context`, no images, no system prompt, provider or model override, and no
+tool call (tools know the user, so their results may be personal). The key
 is the normalised text (case-folded, whitespace collapsed, trailing
 punctuation dropped) with the agent's id and fingerprint (a hash of its YAML
 file, so editing the agent invalidates its entries), plus `mood` and `web`.
@@ -110,6 +111,10 @@ class ResponseCache:
         key = self.misses.pop(turn, None)
         content = outcome.completion.message.content
         if key is None or not content or turn.cancelled:
+            return
+        if outcome.rounds:
+            # Tools see who is asking (ToolContext.user_id, the conversation): an answer
+            # built from their results may be one user's data, never to be served to another.
             return
         value = {"content": content, "provider": turn.caller.used.get("provider"),
                  "model": outcome.completion.model or turn.caller.used.get("name")}

@@ -1,0 +1,59 @@
+"""Findings of the security and correctness review, each pinned by a test over real HTTP.
+
+Isolation (a cached answer, an idempotent replay), open local mode against
+browsers on other sites, provider error bodies, and inputs that were 500s.
+"""
+from __future__ import annotations
+
+import json
+
+from werkzeug.wrappers import Request, Response
+
+from tests.conftest import Reply, openai_agent
+from tests.fakes.server import LoopbackServer
+from tests.test_auth import user_client
+
+WHOAMI_PLUGIN = '''
+from agentd import ToolContext, hookimpl
+
+def whoami(ctx: ToolContext) -> dict:
+    """The account of the user asking."""
+    return {"user": ctx.user_id, "balance": 500 if ctx.user_id == "alice" else 3}
+
+@hookimpl
+def register_tools(register):
+    register(whoami)
+'''
+
+
+def _error(response) -> tuple[int, str]:
+    return response.status_code, response.json()["error"]["code"]
+
+
+# ------------------------------------------------------------------ isolation
+
+def test_a_cached_answer_built_from_tool_results_is_not_served_to_another_user(
+        agentd_server, fake_openai, tmp_path):
+    # Tools see who is asking (ToolContext.user_id): what they return is personal.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "who.py").write_text(WHOAMI_PLUGIN)
+    agent = openai_agent(fake_openai, tools=["whoami"], cache={"ttl": 3600})
+    server = agentd_server({"bot": agent}, plugins_dir=str(plugins))
+    alice, bob = user_client(server, "alice"), user_client(server, "bob")
+    fake_openai.script(Reply(tool_calls=[("whoami", {})]), Reply(content="Alice, your balance is 500."))
+    assert alice.post("/api/agents/bot/chat", json={"message": "What is my balance?"}).status_code == 200
+    fake_openai.script(Reply(tool_calls=[("whoami", {})]), Reply(content="Bob, your balance is 3."))
+    response = bob.post("/api/agents/bot/chat", json={"message": "What is my balance?"})
+    assert response.status_code == 200, response.text
+    assert response.headers.get("X-Cache") != "hit"
+    assert response.json()["content"] == "Bob, your balance is 3."
+    assert fake_openai.calls == 4
+
+
+def test_a_tool_free_answer_is_still_cached(agentd_server, fake_openai):
+    server = agentd_server({"bot": openai_agent(fake_openai, cache={"ttl": 3600})})
+    fake_openai.script(Reply(content="We open at nine."))
+    assert server.chat("bot", "Opening hours?").headers["X-Cache"] == "miss"
+    assert server.chat("bot", "opening hours").headers["X-Cache"] == "hit"
+    assert fake_openai.calls == 1
