@@ -57,3 +57,18 @@ def test_a_tool_free_answer_is_still_cached(agentd_server, fake_openai):
     assert server.chat("bot", "Opening hours?").headers["X-Cache"] == "miss"
     assert server.chat("bot", "opening hours").headers["X-Cache"] == "hit"
     assert fake_openai.calls == 1
+
+
+def test_an_agent_limited_key_cannot_replay_another_agents_idempotent_answer(agentd_server, fake_openai):
+    server = agentd_server({"bot": openai_agent(fake_openai), "other": openai_agent(fake_openai)})
+    full, limited = user_client(server, "alice"), user_client(server, "alice", agents=["other"])
+    fake_openai.script(Reply(content="Only for the bot agent."))
+    headers = {"Idempotency-Key": "same-key"}
+    first = full.post("/api/agents/bot/chat", json={"message": "hi"}, headers=headers)
+    assert first.status_code == 200, first.text
+    replay = limited.post("/api/agents/bot/chat", json={"message": "hi"}, headers=headers)
+    assert _error(replay) == (404, "AGENT_NOT_FOUND")
+    assert "Only for the bot agent" not in replay.text
+    # The key still replays for a caller who may use the agent.
+    again = full.post("/api/agents/bot/chat", json={"message": "hi"}, headers=headers)
+    assert again.json()["id"] == first.json()["id"] and fake_openai.calls == 1

@@ -61,6 +61,7 @@ def send_message(agent_id: str, body: dict, channel: str, filter_event=None):
 @bp.post("/api/agents/<agent_id>/chat")
 def post_chat(agent_id):
     body = json_body(request)
+    service().agent(agent_id, g.principal)  # before a replay: a key limited to other agents gets 404
     return idempotency.guard(agent_id, body, lambda: send_message(agent_id, body, "api"))
 
 
