@@ -25,7 +25,10 @@ def cmd_serve(args) -> int:
     from agentd.app import create_app
     from agentd.auth import any_key_exists
 
-    config = Config.from_env(**{k: v for k, v in {"host": args.host, "port": args.port}.items() if v})
+    overrides = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v}
+    if args.allow_open:
+        overrides["allow_open_remote"] = True  # the app checks Host names in open mode too
+    config = Config.from_env(**overrides)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
     with app.extensions["agentd"].db.connection_context():

@@ -72,3 +72,33 @@ def test_an_agent_limited_key_cannot_replay_another_agents_idempotent_answer(age
     # The key still replays for a caller who may use the agent.
     again = full.post("/api/agents/bot/chat", json={"message": "hi"}, headers=headers)
     assert again.json()["id"] == first.json()["id"] and fake_openai.calls == 1
+
+
+# ----------------------------------------------------------- open local mode
+
+def test_open_local_mode_refuses_pages_on_other_sites(agentd_server, fake_openai):
+    # With no key, any web page the local user visits could post to 127.0.0.1 (a
+    # "simple" text/plain POST needs no preflight), or read everything through a
+    # DNS-rebound name. Open mode answers local, non-browser or same-site callers only.
+    server = agentd_server({"bot": openai_agent(fake_openai)})
+    body = json.dumps({"message": "hi"})
+    cross_site = server.client.post("/api/agents/bot/chat", content=body,
+                                    headers={"Origin": "http://evil.example", "Content-Type": "text/plain"})
+    assert _error(cross_site) == (403, "FORBIDDEN")
+    rebound = server.client.get("/api/agents/bot/chat", headers={"Host": "evil.example"})
+    assert _error(rebound) == (403, "FORBIDDEN")
+    assert fake_openai.calls == 0
+    assert server.history("bot").json()["meta"]["total"] == 0
+    # curl, the CLI and the server's own pages still work.
+    assert server.chat("bot", "hi").status_code == 200
+    same_site = server.client.get("/api/agents", headers={"Origin": server.url})
+    assert same_site.status_code == 200
+    assert server.client.get("/api/agents", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_open_remote_mode_and_keys_are_not_limited_to_loopback_names(agentd_server, fake_openai):
+    remote = agentd_server({"bot": openai_agent(fake_openai)}, allow_open_remote=True)
+    assert remote.client.get("/api/agents", headers={"Host": "agents.example"}).status_code == 200
+    keyed = agentd_server({"bot": openai_agent(fake_openai)})
+    client = user_client(keyed, "alice")
+    assert client.get("/api/agents", headers={"Host": "agents.example"}).status_code == 200

@@ -1,6 +1,7 @@
 """The HTTP layer: blueprints, authentication per request, error shapes. Nothing imports it."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from flask import Flask, current_app, g, jsonify, request
@@ -8,6 +9,7 @@ from flask_sock import Sock
 
 from agentd.api.errors import register_error_handlers
 from agentd.auth import any_key_exists, bearer_principal
+from agentd.errors import Forbidden
 
 log = logging.getLogger("agentd.api")
 
@@ -29,8 +31,38 @@ def authenticate():
         if principal is not None:
             g.principal = principal
             return None
-    g.principal = bearer_principal(request.headers.get("Authorization"), not any_key_exists())
+    open_mode = not any_key_exists()
+    if open_mode:
+        _local_callers_only(state.config)
+    g.principal = bearer_principal(request.headers.get("Authorization"), open_mode)
     return None
+
+
+def _is_loopback_name(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (port aside)."""
+    name = host[1:].split("]", 1)[0] if host.startswith("[") else host.rsplit(":", 1)[0]
+    name = name.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _local_callers_only(config) -> None:
+    """Open local mode trusts whoever can reach the port, so keep web pages out of it.
+
+    Any site the local user visits could otherwise POST to 127.0.0.1 (a text/plain
+    POST needs no CORS preflight) or open a WebSocket, and a DNS-rebound name
+    (evil.example -> 127.0.0.1) would even read the answers. Browsers always send
+    Origin on those requests and the rebound name in Host; curl and the CLI don't.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != request.host_url.rstrip("/"):
+        raise Forbidden("Open local mode does not answer pages on other sites; use an API key")
+    if not config.allow_open_remote and not _is_loopback_name(request.host):
+        raise Forbidden("Open local mode answers loopback addresses only; use an API key")
 
 
 def healthz():
