@@ -102,3 +102,36 @@ def test_open_remote_mode_and_keys_are_not_limited_to_loopback_names(agentd_serv
     keyed = agentd_server({"bot": openai_agent(fake_openai)})
     client = user_client(keyed, "alice")
     assert client.get("/api/agents", headers={"Host": "agents.example"}).status_code == 200
+
+
+# ----------------------------------------------------------------- secrets
+
+def _echoing_upstream() -> LoopbackServer:
+    """An OpenAI-compatible server that fails with a body echoing the request's key."""
+    def app(environ, start_response):
+        request = Request(environ)
+        payload = {"error": {"message": f"Invalid key: {request.headers.get('Authorization')}",
+                             "internal": "db=10.1.2.3"}}
+        return Response(json.dumps(payload), 401, mimetype="application/json")(environ, start_response)
+    return LoopbackServer(app).start()
+
+
+def test_a_provider_error_body_never_reaches_the_client(agentd_server, monkeypatch):
+    secret = "sk-test-provider-key-0123456789"
+    monkeypatch.setenv("REVIEW_PROVIDER_KEY", secret)
+    upstream = _echoing_upstream()
+    try:
+        yaml_text = json.dumps({"name": "Bot", "model": {
+            "provider": "openai", "name": "m", "base_url": upstream.url + "/v1",
+            "api_key_env": "REVIEW_PROVIDER_KEY", "retries": 0}})
+        server = agentd_server({"bot": yaml_text})
+        response = server.chat("bot", "hi")
+        assert _error(response) == (502, "MODEL_ERROR")
+        assert "401" in response.json()["error"]["message"]
+        for leak in (secret, "Invalid key", "10.1.2.3"):
+            assert leak not in response.text
+        streamed = server.chat("bot", "hi", stream=True)
+        for leak in (secret, "Invalid key", "10.1.2.3"):
+            assert leak not in streamed.text
+    finally:
+        upstream.stop()

@@ -6,12 +6,15 @@ tool-call deltas, reasoning fields and usage fields stay inside the adapter.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import httpx
 
 from agentd.vocab import Completion, ModelRequest
+
+log = logging.getLogger("agentd.providers")
 
 
 class ProviderError(Exception):
@@ -102,7 +105,10 @@ def status_error(response: httpx.Response, provider: str) -> ProviderError:
         body = response.read().decode("utf-8", "replace")[:300]
     except httpx.HTTPError:
         body = ""
-    return ProviderError(f"{provider} answered HTTP {response.status_code}: {body}",
+    # The body goes to the (redacted) log only: the error message reaches API clients,
+    # widget visitors included, and upstream error bodies echo keys, prompts, hosts.
+    log.warning("%s answered HTTP %s: %s", provider, response.status_code, body)
+    return ProviderError(f"{provider} answered HTTP {response.status_code}",
                          retryable=retryable, retry_after=retry_after,
                          status=response.status_code)
 
