@@ -135,3 +135,15 @@ def test_a_provider_error_body_never_reaches_the_client(agentd_server, monkeypat
             assert leak not in streamed.text
     finally:
         upstream.stop()
+
+
+# ------------------------------------------------------------- bad inputs
+
+def test_deeply_nested_json_is_a_400(agentd_server, fake_openai):
+    server = agentd_server({"bot": openai_agent(fake_openai)})
+    deep = '{"message": "hi", "metadata": {"a": ' + "[" * 50000 + "]" * 50000 + "}}"
+    for body in ("[" * 100000, deep):
+        response = server.client.post("/api/agents/bot/chat", content=body,
+                                      headers={"Content-Type": "application/json"})
+        assert _error(response) == (400, "INVALID_REQUEST")
+    assert fake_openai.calls == 0

@@ -30,6 +30,8 @@ def json_body(request: Request) -> dict:
         body = json.loads(request.get_data(cache=True) or b"null", parse_int=_bounded_int)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("body: malformed JSON") from None
+    except RecursionError:  # `[[[[…` a hundred thousand deep: the parser's stack, not ours
+        raise InvalidRequest("body: JSON nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidRequest("body: must be a JSON object")
     return body
