@@ -147,3 +147,27 @@ def test_deeply_nested_json_is_a_400(agentd_server, fake_openai):
                                       headers={"Content-Type": "application/json"})
         assert _error(response) == (400, "INVALID_REQUEST")
     assert fake_openai.calls == 0
+
+
+def test_nul_characters_are_stored_alike_on_every_database(agentd_server, fake_openai):
+    # PostgreSQL text cannot hold U+0000: it was a 500 there (user text, ids,
+    # and a model answer carrying one, which lost the whole answer).
+    server = agentd_server({"bot": openai_agent(fake_openai)})
+    fake_openai.script(Reply(content="an\u0000swer"))
+    response = server.chat("bot", "que\u0000stion")
+    assert response.status_code == 200, response.text
+    conversation = response.json()["conversation_id"]
+    history = server.history("bot", conversation_id=conversation).json()["messages"]
+    assert [m["content"] for m in history] == ["que\ufffdstion", "an\ufffdswer"]
+    fake_openai.script(Reply(content="stream\u0000ed"))
+    streamed = server.chat("bot", "again", conversation_id=conversation, stream=True)
+    assert '"type":"done"' in streamed.text.replace(" ", "")
+    assert server.history("bot", conversation_id=conversation).json()["messages"][-1]["content"] == \
+        "stream\ufffded"
+    for path in ("/api/conversations/conv_x%00", "/api/agents/bot/chat?conversation_id=conv_x%00"):
+        assert _error(server.client.get(path)) == (404, "CONVERSATION_NOT_FOUND")
+    assert _error(server.chat("bot", "hi", conversation_id="conv_\u0000")) == (404, "CONVERSATION_NOT_FOUND")
+    renamed = server.client.patch(f"/api/conversations/{conversation}", json={"title": "t\u0000"})
+    assert renamed.status_code == 200
+    assert server.client.get(f"/api/conversations/{conversation}").json()["title"] == "t\ufffd"
+

@@ -13,6 +13,22 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def _no_nul(value):
+    # PostgreSQL text cannot hold U+0000 (a 500, and a lost answer when a model wrote
+    # one); SQLite can. One rule for both: it becomes U+FFFD, in writes and lookups.
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
+class TextField(pw.TextField):
+    def db_value(self, value):
+        return super().db_value(_no_nul(value))
+
+
+class CharField(pw.CharField):
+    def db_value(self, value):
+        return super().db_value(_no_nul(value))
+
+
 class JSONField(pw.TextField):
     """JSON stored as text, so SQLite and PostgreSQL behave the same."""
 
@@ -30,16 +46,16 @@ class BaseModel(pw.Model):
 
 
 class Conversation(BaseModel):
-    id = pw.CharField(primary_key=True, max_length=64)
-    agent_id = pw.CharField(max_length=128)
-    user_id = pw.CharField(max_length=255)
-    title = pw.TextField(null=True)
-    channel = pw.CharField(max_length=16, default="api")
+    id = CharField(primary_key=True, max_length=64)
+    agent_id = CharField(max_length=128)
+    user_id = CharField(max_length=255)
+    title = TextField(null=True)
+    channel = CharField(max_length=16, default="api")
     context = JSONField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
     # The turn lock: a token and a lease, so one turn at a time holds across processes.
-    busy_token = pw.CharField(max_length=64, null=True)
+    busy_token = CharField(max_length=64, null=True)
     busy_until = pw.DateTimeField(null=True)
 
 
@@ -47,29 +63,29 @@ class Message(BaseModel):
     id = pw.AutoField()
     conversation = pw.ForeignKeyField(Conversation, backref="messages", on_delete="CASCADE",
                                       column_name="conversation_id")
-    agent_id = pw.CharField(max_length=128)
-    user_id = pw.CharField(max_length=255)
-    role = pw.CharField(max_length=16)
-    content = pw.TextField(null=True)
+    agent_id = CharField(max_length=128)
+    user_id = CharField(max_length=255)
+    role = CharField(max_length=16)
+    content = TextField(null=True)
     tool_calls = JSONField(null=True)
-    tool_call_id = pw.CharField(max_length=255, null=True)
-    name = pw.CharField(max_length=255, null=True)
+    tool_call_id = CharField(max_length=255, null=True)
+    name = CharField(max_length=255, null=True)
     is_error = pw.BooleanField(default=False)
     metadata = JSONField(null=True)
     images = JSONField(null=True)
-    reasoning = pw.TextField(null=True)
-    status = pw.CharField(max_length=16, default="complete")
-    provider = pw.CharField(max_length=64, null=True)
-    model = pw.CharField(max_length=255, null=True)
+    reasoning = TextField(null=True)
+    status = CharField(max_length=16, default="complete")
+    provider = CharField(max_length=64, null=True)
+    model = CharField(max_length=255, null=True)
     prompt_tokens = pw.IntegerField(null=True)
     completion_tokens = pw.IntegerField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
 
 
 class ApiKey(BaseModel):
-    id = pw.CharField(primary_key=True, max_length=32)
-    user_id = pw.CharField(max_length=255)
-    key_hash = pw.CharField(max_length=128, unique=True)
+    id = CharField(primary_key=True, max_length=32)
+    user_id = CharField(max_length=255)
+    key_hash = CharField(max_length=128, unique=True)
     agents = JSONField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
     last_used_at = pw.DateTimeField(null=True)
@@ -77,11 +93,11 @@ class ApiKey(BaseModel):
 
 
 class IdempotencyRecord(BaseModel):
-    key = pw.CharField(max_length=255)
-    user_id = pw.CharField(max_length=255)
-    agent_id = pw.CharField(max_length=128)
-    body_hash = pw.CharField(max_length=64)
-    status = pw.CharField(max_length=16, default="running")  # running | done
+    key = CharField(max_length=255)
+    user_id = CharField(max_length=255)
+    agent_id = CharField(max_length=128)
+    body_hash = CharField(max_length=64)
+    status = CharField(max_length=16, default="running")  # running | done
     response = JSONField(null=True)
     status_code = pw.IntegerField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
@@ -91,13 +107,13 @@ class IdempotencyRecord(BaseModel):
 
 
 class CacheEntry(BaseModel):
-    key = pw.CharField(primary_key=True, max_length=128)
+    key = CharField(primary_key=True, max_length=128)
     value = JSONField()
     expires_at = pw.DateTimeField()
 
 
 class UsageDay(BaseModel):
-    user_id = pw.CharField(max_length=255)
+    user_id = CharField(max_length=255)
     day = pw.DateField()
     tokens = pw.IntegerField(default=0)
 
@@ -106,13 +122,13 @@ class UsageDay(BaseModel):
 
 
 class AppSetting(BaseModel):
-    key = pw.CharField(primary_key=True, max_length=64)
-    value = pw.TextField()
+    key = CharField(primary_key=True, max_length=64)
+    value = TextField()
 
 
 class SchemaMigration(BaseModel):
     version = pw.IntegerField(primary_key=True)
-    name = pw.CharField(max_length=255)
+    name = CharField(max_length=255)
     applied_at = pw.DateTimeField(default=utcnow)
 
 
