@@ -10,10 +10,11 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+import weakref
 
 from agentd.chat import Principal
 from agentd.errors import InvalidRequest, Unauthorized
-from agentd.store.models import ApiKey, utcnow
+from agentd.store.models import ApiKey, db, utcnow
 
 KEY_PREFIX = "agd_"
 LAST_USED_EVERY = dt.timedelta(minutes=1)
@@ -42,8 +43,25 @@ def revoke_key(key_id: str) -> bool:
         (ApiKey.id == key_id) & ApiKey.revoked_at.is_null()).execute())
 
 
+# Databases known to hold a key. Keys are never deleted (only revoked), so once
+# a database has one it always will: the answer is cached for the process's
+# life and the query leaves the per-request path. "No key" is never cached, so
+# `agentd keys create` in another process ends open mode on the next request.
+_databases_with_keys: "weakref.WeakSet" = weakref.WeakSet()
+_ANY_KEY_SQL = f'SELECT 1 FROM "{ApiKey._meta.table_name}" LIMIT 1'
+
+
 def any_key_exists() -> bool:
-    return ApiKey.select().exists()
+    database = db.obj
+    if database is not None and database in _databases_with_keys:
+        return True
+    # Plain SQL: in open mode this runs on every request, and peewee's query
+    # builder costs several times the query itself.
+    if db.execute_sql(_ANY_KEY_SQL).fetchone() is None:
+        return False
+    if database is not None:
+        _databases_with_keys.add(database)
+    return True
 
 
 def _refused() -> Unauthorized:
