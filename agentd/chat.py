@@ -136,12 +136,9 @@ class ChatService:
                     Conversation.update(context=inp.context).where(Conversation.id == conversation.id).execute()
                     conversation.context = inp.context
             else:
-                conversation = store.create_conversation(agent.id, principal.user_id, inp.channel, inp.context)
-                token = store.acquire_turn(conversation.id, lease)
-                if inp.auto_title:
-                    conversation.title = title_from(inp.message)
-                    Conversation.update(title=conversation.title).where(
-                        Conversation.id == conversation.id).execute()
+                title = title_from(inp.message) if inp.auto_title else None
+                conversation, token = store.create_busy_conversation(
+                    agent.id, principal.user_id, inp.channel, inp.context, title, lease)
             user_row = Message.create(conversation=conversation.id, agent_id=agent.id,
                                       user_id=principal.user_id, role="user", content=inp.message,
                                       metadata=inp.metadata,
@@ -167,6 +164,7 @@ class Turn:
         # take this lock, so exactly one of them writes the turn's final state.
         self._lock = threading.RLock()
         self._closed = False
+        self._released = False  # the turn lock went with the answer's transaction
         self.listeners: list = []  # callables told of an error event when the turn is aborted
 
     @property
@@ -285,9 +283,10 @@ class Turn:
         content = outcome.completion.message.content
         for check in self.service.state.answer_checks:
             content = check(self.agent, self.principal, content) or content
-        row_id = self.recorder.answer(outcome.completion, content)
-        row = Message.get_by_id(row_id)
-        message = store.message_dict(row)
+        self.recorder.answer(outcome.completion, content, also=self._release)
+        self._released = True  # only once that transaction committed
+        # The row as stored, built from what was written rather than read back.
+        message = store.message_dict(Message(**self.recorder.last_row))
         message["usage"] = outcome.usage.to_dict()
         for observer in self.service.state.turn_observers:
             observer(self, outcome)
@@ -306,6 +305,10 @@ class Turn:
         self._observe(event)
         return event
 
+    def _release(self) -> None:
+        """Release the turn lock (inside the answer's transaction)."""
+        store.release_turn(self.conversation.id, self.token)
+
     def _finish(self, status: str) -> None:
         with self._lock:
             if self._closed:
@@ -316,5 +319,6 @@ class Turn:
                     self.recorder.fail("partial" if status == "partial" else "error")
             finally:
                 live_turns.discard(self)
-                store.release_turn(self.conversation.id, self.token)
+                if not self._released:
+                    store.release_turn(self.conversation.id, self.token)
                 self._observe(Event("finish", {"status": status}))

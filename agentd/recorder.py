@@ -27,14 +27,17 @@ class TurnRecorder:
         self.provider: str | None = None
         self.model: str | None = None
         self._checkpointed = 0  # how many text pieces the open row holds in the database
+        self._opened_at = None   # created_at of the open assistant row
+        self.last_row: dict | None = None  # the fields of the last row finished, as stored
 
     # -- the open assistant row ----------------------------------------------------
     def open_row(self) -> int | None:
         """Make sure an assistant row exists for the current model call (eager mode)."""
         if self.eager and self.row_id is None:
+            self._opened_at = utcnow()
             self.row_id = Message.insert(role="assistant", status="streaming", content=None,
                                          provider=self.provider, model=self.model,
-                                         created_at=utcnow(), **self.base).execute()
+                                         created_at=self._opened_at, **self.base).execute()
         return self.row_id
 
     def add_text(self, kind: str, content: str) -> None:
@@ -75,6 +78,7 @@ class TurnRecorder:
         row_id = self.open_row()
         Message.update(**fields).where(Message.id == row_id).execute()
         self.row_id = None
+        self.last_row = as_stored({**self.base, **fields, "id": row_id, "created_at": self._opened_at})
         return row_id
 
     # -- what the loop reports -------------------------------------------------------
@@ -89,13 +93,17 @@ class TurnRecorder:
         else:
             self.pending.append(fields)
 
-    def answer(self, completion: Completion, content: str | None) -> int:
-        """Store the final answer; returns its id."""
+    def answer(self, completion: Completion, content: str | None, also=None) -> int:
+        """Store the final answer; returns its id. `also()` runs in the same transaction."""
         fields = self._assistant_fields(completion, "complete", content=content)
         if self.eager:
-            return self._finish_row(fields)
+            with db.atomic():
+                row_id = self._finish_row(fields)
+                if also is not None:
+                    also()
+            return row_id
         self.pending.append(fields)
-        return self.flush()
+        return self.flush(also)
 
     def fail(self, status: str) -> int | None:
         """End the turn as `partial` or `error`, keeping any text already produced.
@@ -118,16 +126,31 @@ class TurnRecorder:
             self.pending.append(fields)
         return self.flush() or None
 
-    def flush(self) -> int:
-        """Write the buffered messages in one transaction; returns the last id."""
+    def flush(self, also=None) -> int:
+        """Write the buffered messages in one transaction; returns the last id.
+
+        `also()` runs in that transaction too (the turn lock's release), so a
+        turn's end is one commit.
+        """
         last = 0
         if not self.pending:
             return last
         with db.atomic():
             for fields in self.pending:
-                last = Message.insert(created_at=utcnow(), **fields, **self.base).execute()
+                created_at = utcnow()
+                last = Message.insert(created_at=created_at, **fields, **self.base).execute()
+            if also is not None:
+                also()
+        self.last_row = as_stored({**self.base, **fields, "id": last, "created_at": created_at})
         self.pending = []
         return last
+
+
+def as_stored(values: dict) -> dict:
+    """Message field values as a read of the row would return them (each field's db_value,
+    then python_value), so a row just written need not be read back."""
+    fields = Message._meta.fields
+    return {name: fields[name].python_value(fields[name].db_value(value)) for name, value in values.items()}
 
 
 def save_checkpoints(rows: list[tuple[int, str]]) -> None:
