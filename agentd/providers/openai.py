@@ -163,17 +163,26 @@ class OpenAICompatible(Provider):
                                   timeout=default_timeout(self.config)) as response:
                 if response.status_code >= 400:
                     raise status_error(response, self.preset)
-                for data in iter_sse_data(response):
+                events = iter_sse_data(response)
+                for data in events:
                     if data == "[DONE]":
                         state.finished = True
                         break
                     yield from state.feed(_json_chunk(data, self.preset))
+                if state.finished:
+                    yield ProviderChunk("completion", completion=state.completion())
+                    # The router stops at the completion; reading on to the body's end
+                    # (off the turn's path) lets the connection go back to the pool: a
+                    # response closed early costs a new connection on the next call.
+                    for _ in events:
+                        pass
         except httpx.HTTPError as exc:
+            if state.finished:
+                return  # the answer was complete; only the body's tail failed
             raise ProviderError(f"{self.preset} stream failed: {exc.__class__.__name__}",
                                 unavailable=not (state.text or state.calls), retryable=True) from exc
         if not state.finished:
             raise ProviderError(f"{self.preset} stream ended before the answer was complete")
-        yield ProviderChunk("completion", completion=state.completion())
 
 
 def _json_chunk(data: str, provider: str) -> dict:

@@ -124,6 +124,10 @@ class _ChainCaller:
                         continue  # only the watchdog cares
                     started = started or chunk.type in ("delta", "reasoning")
                     yield chunk
+                    if chunk.type == "completion":
+                        # The answer is whole: the turn need not wait for the provider's
+                        # call to wind down (it finishes in its worker).
+                        return
                 return
             except ProviderError as exc:
                 if started:
