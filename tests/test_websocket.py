@@ -111,6 +111,8 @@ def test_bad_frames_get_error_frames_and_the_socket_stays_usable(socket, fake_op
     assert socket.receive()["error"] == {"code": "INVALID_REQUEST", "message": "frame: malformed JSON"}
     socket.send_raw("[1, 2]")
     assert socket.receive()["error"]["code"] == "INVALID_REQUEST"
+    socket.send_raw("[" * 100_000)  # deep enough to exhaust the JSON parser's recursion
+    assert socket.receive()["error"]["code"] == "INVALID_REQUEST"
     socket.send(type="message", message="")
     assert socket.receive()["error"]["code"] == "INVALID_REQUEST"
     socket.send(type="message", message="Hi", conversation_id="conv_nothere")

@@ -167,7 +167,7 @@ def _ws_incoming(ws, turn) -> None:
 def _parse_frame(ws, frame) -> dict | None:
     try:
         body = json.loads(frame)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         ws.send(error_frame("INVALID_REQUEST", "frame: malformed JSON"))
         return None
     if not isinstance(body, dict):
