@@ -7,6 +7,7 @@ import secrets
 import peewee as pw
 
 from agentd.errors import ConversationBusy, ConversationNotFound, Forbidden
+from agentd.store import prepared
 from agentd.store.models import Conversation, Message, db, utcnow
 
 UNFINISHED = "streaming"
@@ -87,22 +88,62 @@ def _filter(agent_id: str, user_id: str, conversation_id: str | None):
     return (Message.agent_id == agent_id) & (Message.user_id == user_id)
 
 
+# The columns message_dict needs, in this order.
+PAGE_FIELDS = [Message.id, Message.conversation, Message.role, Message.content, Message.tool_calls,
+               Message.tool_call_id, Message.name, Message.is_error, Message.metadata, Message.status,
+               Message.provider, Message.model, Message.prompt_tokens, Message.completion_tokens,
+               Message.created_at]
+# Marker values standing for the parameters while the page's SQL is built (agentd.store.prepared).
+_MARKERS = {"conversation": "\x01conversation", "agent": "\x01agent", "user": "\x01user",
+            "cursor": -900001, "limit": -900002}
+
+
+def _page_where(markers: dict, by_conversation: bool):
+    if by_conversation:
+        return _filter("", "", markers["conversation"])
+    return _filter(markers["agent"], markers["user"], None)
+
+
+def _page_query(by_conversation: bool, cursor: str | None):
+    def build(markers):
+        query = Message.select(*PAGE_FIELDS).where(_page_where(markers, by_conversation))
+        if cursor == "after":
+            return query.where(Message.id > markers["cursor"]).order_by(Message.id).limit(markers["limit"])
+        if cursor == "before":
+            query = query.where(Message.id < markers["cursor"])
+        return query.order_by(Message.id.desc()).limit(markers["limit"])
+    return build
+
+
+def _count_query(by_conversation: bool):
+    def build(markers):
+        # What peewee's .count() runs: the filtered select wrapped in a COUNT.
+        wrapped = Message.select().where(_page_where(markers, by_conversation)).alias("_wrapped")
+        return pw.Select([wrapped], [pw.fn.COUNT(pw.SQL("1"))])
+    return build
+
+
 def history_page(agent_id: str, user_id: str, conversation_id: str | None, limit: int,
-                 before: int | None = None, after: int | None = None) -> tuple[list[Message], int, bool]:
-    """A page of messages oldest first, the total the filter matches, and whether more lie beyond."""
-    where = _filter(agent_id, user_id, conversation_id)
-    total = Message.select().where(where).count()
-    query = Message.select().where(where)
-    if after is not None:
-        rows = list(query.where(Message.id > after).order_by(Message.id).limit(limit + 1))
-        has_more = len(rows) > limit
-        return rows[:limit], total, has_more
-    if before is not None:
-        query = query.where(Message.id < before)
-    rows = list(query.order_by(Message.id.desc()).limit(limit + 1))
+                 before: int | None = None, after: int | None = None) -> tuple[list, int, bool]:
+    """A page of messages oldest first, the total the filter matches, and whether more lie beyond.
+
+    Rows are attribute objects with message_dict's columns (not model instances): the
+    page's SQL is built once (agentd.store.prepared), as pages are the hottest read.
+    """
+    by_conversation = bool(conversation_id)
+    values = {"conversation": Message.conversation.db_value(conversation_id) if by_conversation else None,
+              "agent": Message.agent_id.db_value(agent_id), "user": Message.user_id.db_value(user_id),
+              "cursor": after if after is not None else before, "limit": limit + 1}
+    scope = "by_conversation" if by_conversation else "by_user"
+    total = prepared.run(f"history_count_{scope}", _count_query(by_conversation), _MARKERS,
+                         values).fetchone()[0]
+    cursor = "after" if after is not None else ("before" if before is not None else None)
+    rows = prepared.rows(prepared.run(f"history_page_{scope}_{cursor}", _page_query(by_conversation, cursor),
+                                      _MARKERS, values), PAGE_FIELDS)
     has_more = len(rows) > limit
     rows = rows[:limit]
-    rows.reverse()
+    if cursor != "after":
+        rows.reverse()
     return rows, total, has_more
 
 

@@ -1,0 +1,71 @@
+"""Hot queries built by peewee once per SQL dialect, then run as plain parameterised SQL.
+
+peewee regenerates a query's SQL on every execution (~100-150 µs each) and
+builds a model instance per row; for the statements on every history page
+that is most of the page's cost. Here a query is built once with marker
+values in place of its parameters; the generated SQL is kept, with the order
+in which the markers came out as parameters, and later runs only fill in the
+values (through each field's db_value, as peewee would) and convert the
+selected columns (through python_value).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from types import SimpleNamespace
+from typing import Callable
+
+import peewee as pw
+
+from agentd.store.models import db
+
+_cache: dict[tuple, tuple[str, list[str]]] = {}
+_lock = threading.Lock()
+
+
+def _compiled(name: str, build: Callable[[dict], pw.Query], markers: dict[str, object]) -> tuple[str, list[str]]:
+    key = (name, type(db.obj), tuple(markers))
+    found = _cache.get(key)
+    if found is None:
+        sql, params = db.get_sql_context().sql(build(markers)).query()
+        by_value = {value: mark for mark, value in markers.items()}
+        if len(by_value) != len(markers) or any(p not in by_value for p in params):
+            raise RuntimeError(f"prepared query {name}: a parameter is not a marker")
+        found = (sql, [by_value[p] for p in params])
+        with _lock:
+            _cache[key] = found
+    return found
+
+
+def run(name: str, build: Callable[[dict], pw.Query], markers: dict[str, object], values: dict[str, object]):
+    """The cursor of query `name` (built by `build(markers)` once) run with `values` by marker.
+
+    `values` must already be database values (see `db_values`).
+    """
+    sql, order = _compiled(name, build, markers)
+    return db.execute_sql(sql, [values[mark] for mark in order])
+
+
+def _datetime(field: pw.DateTimeField):
+    # SQLite hands datetimes back as text; peewee parses it with strptime, trying
+    # formats in turn. fromisoformat reads the same forms several times faster.
+    def convert(value):
+        if isinstance(value, str):
+            try:
+                return dt.datetime.fromisoformat(value)
+            except ValueError:
+                pass
+        return field.python_value(value)
+    return convert
+
+
+def _converter(field: pw.Field):
+    return _datetime(field) if isinstance(field, pw.DateTimeField) else field.python_value
+
+
+def rows(cursor, fields: list[pw.Field]) -> list[SimpleNamespace]:
+    """Rows as attribute objects named by column (`conversation_id`, not `conversation`)."""
+    converters = [(f.column_name, _converter(f)) for f in fields]
+    return [SimpleNamespace(**{name: None if value is None else convert(value)
+                               for (name, convert), value in zip(converters, row)})
+            for row in cursor.fetchall()]
