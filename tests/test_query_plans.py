@@ -44,6 +44,10 @@ def _page_queries(before: int | None):
     yield page.order_by(Message.id.desc()).limit(51)
     # `total`: peewee's .count() wraps the filtered select like this.
     yield pw.Select([Message.select().where(where).alias("_wrapped")], [pw.fn.COUNT(pw.SQL("1"))])
+    # What history_page runs: the page with that count as a subquery, built by agentd itself.
+    from agentd.store import messages as store
+    markers = {**store._MARKERS, "conversation": "conv_plan7", "cursor": before, "limit": 51}
+    yield store._page_query(True, "before" if before is not None else None)(markers)
 
 
 def _plan(database, query) -> str:

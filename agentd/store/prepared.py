@@ -63,9 +63,16 @@ def _converter(field: pw.Field):
     return _datetime(field) if isinstance(field, pw.DateTimeField) else field.python_value
 
 
-def rows(cursor, fields: list[pw.Field]) -> list[SimpleNamespace]:
-    """Rows as attribute objects named by column (`conversation_id`, not `conversation`)."""
-    converters = [(f.column_name, _converter(f)) for f in fields]
+def _as_is(value):
+    return value
+
+
+def rows(cursor, fields: list[pw.Field], extra: tuple[str, ...] = ()) -> list[SimpleNamespace]:
+    """Rows as attribute objects named by column (`conversation_id`, not `conversation`).
+
+    `extra` names the columns selected after the fields (expressions), kept as the driver gives them.
+    """
+    converters = [(f.column_name, _converter(f)) for f in fields] + [(name, _as_is) for name in extra]
     return [SimpleNamespace(**{name: None if value is None else convert(value)
                                for (name, convert), value in zip(converters, row)})
             for row in cursor.fetchall()]
