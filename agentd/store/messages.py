@@ -22,9 +22,25 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value else None
 
 
+_CONVERSATION_FIELDS = Conversation._meta.sorted_fields
+
+
+def _conversation_by_id(conversation_id: str) -> Conversation | None:
+    """Conversation.get_or_none by id, through SQL built once (it runs on most requests)."""
+    found = prepared.rows(prepared.run(
+        "conversation_by_id", lambda m: Conversation.select().where(Conversation.id == m["id"]).limit(m["one"]),
+        {"id": "\x01id", "one": -900001}, {"id": Conversation.id.db_value(conversation_id), "one": 1}),
+        _CONVERSATION_FIELDS)
+    if not found:
+        return None
+    conversation = Conversation(**{f.name: getattr(found[0], f.column_name) for f in _CONVERSATION_FIELDS})
+    conversation._dirty.clear()  # as read, like peewee's own rows
+    return conversation
+
+
 def get_owned_conversation(conversation_id: str, user_id: str, agent_id: str | None = None) -> Conversation:
     """The conversation if `user_id` owns it: 404 when it does not exist, 403 when another's."""
-    conversation = Conversation.get_or_none(Conversation.id == conversation_id)
+    conversation = _conversation_by_id(conversation_id)
     if conversation is None or (agent_id and conversation.agent_id != agent_id):
         raise ConversationNotFound(f"Conversation {conversation_id} does not exist")
     if conversation.user_id != user_id:
