@@ -87,11 +87,26 @@ def extend_turn(conversation_id: str, token: str, lease_seconds: int) -> None:
      .where((Conversation.id == conversation_id) & (Conversation.busy_token == token)).execute())
 
 
-def history_window(conversation_id: str, max_messages: int) -> list[Message]:
-    """The most recent messages for the model, oldest first, never starting mid tool exchange."""
-    rows = list(Message.select().where((Message.conversation == conversation_id)
-                                       & (Message.status != "refused"))
-                .order_by(Message.id.desc()).limit(max_messages))
+WINDOW_FIELDS = [Message.id, Message.role, Message.content, Message.tool_calls, Message.tool_call_id,
+                 Message.name, Message.images]
+
+
+def _window_query(m):
+    return (Message.select(*WINDOW_FIELDS)
+            .where((Message.conversation == m["conversation"]) & (Message.status != m["refused"]))
+            .order_by(Message.id.desc()).limit(m["limit"]))
+
+
+def history_window(conversation_id: str, max_messages: int) -> list:
+    """The most recent messages for the model, oldest first, never starting mid tool exchange.
+
+    Rows carry WINDOW_FIELDS only (what the model request needs), through SQL built once.
+    """
+    values = {"conversation": Message.conversation.db_value(conversation_id), "refused": "refused",
+              "limit": max_messages}
+    rows = prepared.rows(prepared.run("history_window", _window_query,
+                                      {"conversation": "\x01conversation", "refused": "\x01refused",
+                                       "limit": -900001}, values), WINDOW_FIELDS)
     rows.reverse()
     while rows and rows[0].role != "user":
         rows.pop(0)
