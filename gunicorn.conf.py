@@ -38,7 +38,7 @@ keepalive = 75                  # idle seconds between requests; above common pr
 preload_app = False             # the app must be imported after gevent's monkey-patching
 max_requests = 0                # a worker restart would cut every stream it holds
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-accesslog = "-"
+accesslog = None                 # agentd logs each request itself (one JSON line with its request id)
 # gunicorn 27's control socket defaults to one fixed path per user: several
 # instances on one host (blue/green, tests) would take it from each other.
 control_socket_disable = True

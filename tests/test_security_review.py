@@ -9,7 +9,7 @@ import json
 
 from werkzeug.wrappers import Request, Response
 
-from tests.conftest import Reply, openai_agent
+from tests.conftest import Reply, openai_agent, sse_events
 from tests.fakes.server import LoopbackServer
 from tests.test_auth import user_client
 
@@ -135,6 +135,17 @@ def test_a_provider_error_body_never_reaches_the_client(agentd_server, monkeypat
             assert leak not in streamed.text
     finally:
         upstream.stop()
+
+
+def test_an_error_event_inside_a_stream_never_reaches_the_client_verbatim(agentd_server, fake_openai):
+    """Error events inside a 200 stream carry upstream text too; clients get only its kind."""
+    server = agentd_server({"bot": openai_agent(fake_openai)})
+    fake_openai.script(Reply(content="one two three", fault="error_event"))
+    events = sse_events(server.chat("bot", "hi", stream=True))
+    error = events[-1]
+    assert error["type"] == "error" and error["error"]["code"] == "MODEL_ERROR"
+    assert "server_error" in error["error"]["message"]
+    assert "overloaded" not in error["error"]["message"]  # the upstream's own words
 
 
 # ------------------------------------------------------------- bad inputs

@@ -15,7 +15,7 @@ from typing import Iterator
 import httpx
 
 from agentd.providers.base import (Provider, ProviderChunk, ProviderError, default_timeout,
-                                   status_error)
+                                   status_error, upstream_error)
 from agentd.providers.sse import iter_sse_events
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 
@@ -146,8 +146,7 @@ def stream_error(event: dict) -> ProviderError:
     """An `error` event (or error body) as a ProviderError; overload-type errors may be retried."""
     error = event.get("error") if isinstance(event.get("error"), dict) else {}
     kind = error.get("type") or "error"
-    return ProviderError(f"{NAME} error ({kind}): {str(error.get('message', ''))[:300]}",
-                         retryable=kind in RETRYABLE_ERROR_TYPES)
+    return upstream_error(NAME, kind, str(error.get("message", "")), retryable=kind in RETRYABLE_ERROR_TYPES)
 
 
 class _StreamState:

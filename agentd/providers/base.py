@@ -7,6 +7,7 @@ tool-call deltas, reasoning fields and usage fields stay inside the adapter.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -111,6 +112,17 @@ def status_error(response: httpx.Response, provider: str) -> ProviderError:
     return ProviderError(f"{provider} answered HTTP {response.status_code}",
                          retryable=retryable, retry_after=retry_after,
                          status=response.status_code)
+
+
+def upstream_error(provider: str, kind: str, detail: str, *, retryable: bool = False) -> ProviderError:
+    """An error the provider reported inside a 200 answer or stream.
+
+    Its text goes to the (redacted) log only, like status_error's body: clients see
+    the provider and a short error kind, never upstream text.
+    """
+    log.warning("%s reported an error (%s): %s", provider, kind, detail[:300])
+    kind = re.sub(r"[^A-Za-z0-9_.-]", "", str(kind))[:40] or "error"
+    return ProviderError(f"{provider} reported an error ({kind})", retryable=retryable)
 
 
 def parse_retry_after(value: str | None) -> float | None:

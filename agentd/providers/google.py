@@ -15,7 +15,7 @@ from typing import Iterator
 import httpx
 
 from agentd.providers.base import (Provider, ProviderChunk, ProviderError, default_timeout,
-                                   status_error)
+                                   status_error, upstream_error)
 from agentd.providers.sse import iter_sse_data
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 
@@ -163,8 +163,8 @@ def chunk_error(data: dict) -> ProviderError:
     error = data.get("error") if isinstance(data.get("error"), dict) else {}
     code = error.get("code")
     retryable = isinstance(code, int) and (code == 429 or code >= 500)
-    return ProviderError(f"{NAME} error ({error.get('status') or code}): "
-                         f"{str(error.get('message', ''))[:300]}", retryable=retryable)
+    return upstream_error(NAME, str(error.get("status") or code or "error"), str(error.get("message", "")),
+                          retryable=retryable)
 
 
 class _Answer:

@@ -7,7 +7,8 @@ from typing import Iterator
 
 import httpx
 
-from agentd.providers.base import Provider, ProviderChunk, ProviderError, default_timeout, status_error
+from agentd.providers.base import (Provider, ProviderChunk, ProviderError, default_timeout, status_error,
+                                   upstream_error)
 from agentd.providers.sse import iter_sse_data
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 
@@ -88,7 +89,9 @@ class _StreamState:
 
     def feed(self, chunk: dict) -> Iterator[ProviderChunk]:
         if "error" in chunk:
-            raise ProviderError(f"error in stream: {json.dumps(chunk['error'])[:300]}")
+            error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
+            raise upstream_error("openai-compatible", error.get("type") or error.get("code") or "error",
+                                 json.dumps(error))
         self.model = chunk.get("model") or self.model
         if chunk.get("usage"):
             self.usage = parse_usage(chunk["usage"])

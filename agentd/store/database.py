@@ -25,7 +25,8 @@ from agentd.store.models import db
 
 log = logging.getLogger("agentd.store")
 
-SQLITE_PRAGMAS = {"journal_mode": "wal", "busy_timeout": 10000, "foreign_keys": 1,
+# busy_timeout first: processes starting together wait for the lock the switch to WAL takes.
+SQLITE_PRAGMAS = {"busy_timeout": 10000, "journal_mode": "wal", "foreign_keys": 1,
                   "synchronous": "normal", "cache_size": -16000}
 POOL_SIZE = 32          # connections per process (AGENTD_DB_POOL_SIZE)
 POOL_WAIT_SECONDS = 10  # wait this long for a free pooled connection before failing
