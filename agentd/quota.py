@@ -18,6 +18,7 @@ from typing import Callable
 from peewee import EXCLUDED
 
 from agentd.errors import ApiError
+from agentd.store import prepared
 from agentd.store.models import UsageDay
 
 log = logging.getLogger("agentd.quota")
@@ -54,11 +55,22 @@ def tokens_used(user_id: str, day: dt.date) -> int:
 
 
 def add_tokens(user_id: str, day: dt.date, tokens: int) -> None:
-    """Add to the user's count for the day atomically (INSERT … ON CONFLICT DO UPDATE)."""
-    (UsageDay.insert(user_id=user_id, day=day, tokens=tokens)
-     .on_conflict(conflict_target=[UsageDay.user_id, UsageDay.day],
-                  update={UsageDay.tokens: UsageDay.tokens + EXCLUDED.tokens})
-     .execute())
+    """Add to the user's count for the day atomically (INSERT … ON CONFLICT DO UPDATE).
+
+    Runs on every turn, so its SQL is built once (agentd.store.prepared).
+    """
+    prepared.run("usage_add", _usage_upsert, _USAGE_MARKERS,
+                 {"user": UsageDay.user_id.db_value(user_id), "day": UsageDay.day.db_value(day),
+                  "tokens": UsageDay.tokens.db_value(tokens)})
+
+
+_USAGE_MARKERS = {"user": "\x01user", "day": "\x01day", "tokens": -900001}
+
+
+def _usage_upsert(m: dict):
+    return (UsageDay.insert(user_id=m["user"], day=m["day"], tokens=m["tokens"])
+            .on_conflict(conflict_target=[UsageDay.user_id, UsageDay.day],
+                         update={UsageDay.tokens: UsageDay.tokens + EXCLUDED.tokens}))
 
 
 class Quotas:

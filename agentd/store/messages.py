@@ -78,8 +78,20 @@ def acquire_turn(conversation_id: str, lease_seconds: int) -> str:
 
 
 def release_turn(conversation_id: str, token: str) -> None:
-    (Conversation.update(busy_token=None, busy_until=None, updated_at=utcnow())
-     .where((Conversation.id == conversation_id) & (Conversation.busy_token == token)).execute())
+    """Runs at every turn's end, so its SQL is built once (agentd.store.prepared)."""
+    prepared.run("release_turn", _release_query, _RELEASE_MARKERS,
+                 {"id": Conversation.id.db_value(conversation_id),
+                  "token": Conversation.busy_token.db_value(token),
+                  "now": Conversation.updated_at.db_value(utcnow())})
+
+
+_RELEASE_MARKERS = {"id": "\x01id", "token": "\x01token", "now": "\x01now"}
+
+
+def _release_query(m: dict):
+    return (Conversation.update({Conversation.busy_token: pw.SQL("NULL"), Conversation.busy_until: pw.SQL("NULL"),
+                                 Conversation.updated_at: m["now"]})
+            .where((Conversation.id == m["id"]) & (Conversation.busy_token == m["token"])))
 
 
 def extend_turn(conversation_id: str, token: str, lease_seconds: int) -> None:
