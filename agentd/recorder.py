@@ -12,6 +12,7 @@ import threading
 import time
 
 from agentd.store import messages as store
+from agentd.store import prepared
 from agentd.store.models import Message, db, utcnow
 from agentd.vocab import Completion, ToolResult, Usage
 
@@ -35,9 +36,9 @@ class TurnRecorder:
         """Make sure an assistant row exists for the current model call (eager mode)."""
         if self.eager and self.row_id is None:
             self._opened_at = utcnow()
-            self.row_id = Message.insert(role="assistant", status="streaming", content=None,
-                                         provider=self.provider, model=self.model,
-                                         created_at=self._opened_at, **self.base).execute()
+            self.row_id = prepared.insert(Message, {
+                "role": "assistant", "status": "streaming", "content": None, "provider": self.provider,
+                "model": self.model, "created_at": self._opened_at, **self.base})
         return self.row_id
 
     def add_text(self, kind: str, content: str) -> None:
@@ -89,7 +90,7 @@ class TurnRecorder:
         fields = {"role": "tool", "content": result.content, "tool_call_id": result.tool_call_id,
                   "name": result.name, "is_error": result.is_error, "status": "complete"}
         if self.eager:
-            Message.insert(created_at=utcnow(), **fields, **self.base).execute()
+            prepared.insert(Message, {"created_at": utcnow(), **fields, **self.base})
         else:
             self.pending.append(fields)
 
@@ -138,7 +139,7 @@ class TurnRecorder:
         with db.atomic():
             for fields in self.pending:
                 created_at = utcnow()
-                last = Message.insert(created_at=created_at, **fields, **self.base).execute()
+                last = prepared.insert(Message, {"created_at": created_at, **fields, **self.base})
             if also is not None:
                 also()
         self.last_row = as_stored({**self.base, **fields, "id": last, "created_at": created_at})

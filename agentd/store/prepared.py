@@ -20,6 +20,7 @@ import peewee as pw
 from agentd.store.models import db
 
 _cache: dict[tuple, tuple[str, list[str]]] = {}
+_inserts: dict[tuple, str] = {}
 _lock = threading.Lock()
 
 
@@ -76,3 +77,32 @@ def rows(cursor, fields: list[pw.Field], extra: tuple[str, ...] = ()) -> list[Si
     return [SimpleNamespace(**{name: None if value is None else convert(value)
                                for (name, convert), value in zip(converters, row)})
             for row in cursor.fetchall()]
+
+
+def insert(model: type[pw.Model], values: dict[str, object]) -> object:
+    """`model.insert(**values).execute()` with its SQL built once per column set.
+
+    As peewee does: fields left out that have a default get it, every value goes
+    through its field's db_value, and the new primary key comes back (RETURNING on
+    PostgreSQL, lastrowid on SQLite). peewee's Insert rebuilds all this per call.
+    """
+    fields = model._meta.fields
+    row = dict(values)
+    for name, field in fields.items():
+        if name not in row and field.default is not None:
+            row[name] = field.default() if callable(field.default) else field.default
+    returning = db.returning_clause
+    key = ("insert", model, type(db.obj), tuple(row))
+    sql = _inserts.get(key)
+    if sql is None:
+        param = db.param
+        quote = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"  # noqa: E731 — static identifiers
+        sql = (f"INSERT INTO {quote(model._meta.table_name)} "
+               f"({', '.join(quote(fields[name].column_name) for name in row)}) "
+               f"VALUES ({', '.join(param for _ in row)})")
+        if returning:
+            sql += f" RETURNING {quote(model._meta.primary_key.column_name)}"
+        with _lock:
+            _inserts[key] = sql
+    cursor = db.execute_sql(sql, [fields[name].db_value(value) for name, value in row.items()])
+    return cursor.fetchone()[0] if returning else cursor.lastrowid
