@@ -52,6 +52,8 @@ def openai_agent(fake: FakeOpenAI, **extra) -> str:
 
 
 class RunningServer:
+    """A real agentd serving over HTTP on 127.0.0.1."""
+
     def __init__(self, app, server: LoopbackServer):
         self.app = app
         self.state = app.extensions["agentd"]
@@ -65,34 +67,42 @@ class RunningServer:
     def history(self, agent: str, **params):
         return self.client.get(f"/api/agents/{agent}/chat", params=params)
 
+    def close(self) -> None:
+        self.client.close()
+        self.server.stop()
+        self.state.db.close()
+
+
+def serve_agentd(agents_dir: Path, database_url: str, agents: dict[str, str] | None = None,
+                 server_class=RunningServer, **config):
+    """Write the agents' YAML into `agents_dir`, build the app on `database_url` and serve it."""
+    from agentd.app import create_app
+    from agentd.config import Config
+
+    agents_dir.mkdir()
+    for agent_id, text in (agents or {}).items():
+        (agents_dir / f"{agent_id}.yaml").write_text(textwrap.dedent(text))
+    extra = config.pop("extra", {})
+    extra.setdefault("retry", {"base_delay": 0.01, "max_delay": 0.05})
+    settings = {"database_url": database_url, "agents_dir": str(agents_dir),
+                "log_format": "text", "extra": extra, **config}
+    app = create_app(Config.from_env(**settings))
+    return server_class(app, LoopbackServer(app).start())
+
 
 @pytest.fixture
 def agentd_server(tmp_path, database_url):
     """Factory: agentd_server(agents={"id": yaml_text}, plugins_dir=..., **config) -> RunningServer."""
-    from agentd.app import create_app
-    from agentd.config import Config
-
     running: list[RunningServer] = []
 
     def start(agents: dict[str, str] | None = None, **config) -> RunningServer:
-        agents_dir = tmp_path / f"agents{len(running)}"
-        agents_dir.mkdir()
-        for agent_id, text in (agents or {}).items():
-            (agents_dir / f"{agent_id}.yaml").write_text(textwrap.dedent(text))
-        extra = config.pop("extra", {})
-        extra.setdefault("retry", {"base_delay": 0.01, "max_delay": 0.05})
-        settings = {"database_url": database_url, "agents_dir": str(agents_dir),
-                    "log_format": "text", "extra": extra, **config}
-        app = create_app(Config.from_env(**settings))
-        server = RunningServer(app, LoopbackServer(app).start())
+        server = serve_agentd(tmp_path / f"agents{len(running)}", database_url, agents, **config)
         running.append(server)
         return server
 
     yield start
     for server in running:
-        server.client.close()
-        server.server.stop()
-        server.state.db.close()
+        server.close()
 
 
 def sse_events(response: httpx.Response) -> list[dict]:

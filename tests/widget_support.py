@@ -1,13 +1,12 @@
 """Helpers shared by the widget tests: agentd with the widget blueprint, host pages, a pixel server."""
 from __future__ import annotations
 
-import textwrap
 import threading
 
-import httpx
 import yaml
 from werkzeug.wrappers import Request, Response
 
+from tests.conftest import RunningServer, serve_agentd
 from tests.fakes.server import LoopbackServer
 
 
@@ -22,15 +21,8 @@ def widget_agent(fake, origins, **widget) -> str:
     return yaml.safe_dump(spec, sort_keys=False)
 
 
-class WidgetServer:
-    """A real agentd on loopback with the widget blueprint registered."""
-
-    def __init__(self, app, server: LoopbackServer):
-        self.app = app
-        self.state = app.extensions["agentd"]
-        self.server = server
-        self.url = server.url
-        self.client = httpx.Client(base_url=server.url, timeout=30.0)
+class WidgetServer(RunningServer):
+    """A real agentd on loopback, with helpers for widget sessions."""
 
     def session(self, agent: str, origin: str, **body):
         return self.client.post("/api/widget/session", json={"agent_id": agent, **body},
@@ -41,29 +33,12 @@ class WidgetServer:
         assert response.status_code == 200, response.text
         return response.json()["token"]
 
-    def close(self):
-        self.client.close()
-        self.server.stop()
-        self.state.db.close()
-
 
 def start_widget_server(tmp_path, database_url, agents: dict[str, str], name="agents", **config):
-    """Build the app (registering the widget blueprint if the app factory does not yet) and serve it."""
-    from agentd.api import widget
-    from agentd.app import create_app
-    from agentd.config import Config
-
-    agents_dir = tmp_path / name
-    agents_dir.mkdir()
-    for agent_id, text in agents.items():
-        (agents_dir / f"{agent_id}.yaml").write_text(textwrap.dedent(text))
-    settings = {"database_url": database_url, "agents_dir": str(agents_dir), "log_format": "text",
-                "extra": {"retry": {"base_delay": 0.01, "max_delay": 0.05}}, **config}
-    app = create_app(Config.from_env(**settings))
-    if "widget" not in app.blueprints:
-        app.register_blueprint(widget.bp)
-    assert not app.extensions["agentd"].problems, app.extensions["agentd"].problems
-    return WidgetServer(app, LoopbackServer(app).start())
+    """Serve agentd with these agents; every agent file must load."""
+    server = serve_agentd(tmp_path / name, database_url, agents, server_class=WidgetServer, **config)
+    assert not server.state.problems, server.state.problems
+    return server
 
 
 class PageServer:

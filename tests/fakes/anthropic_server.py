@@ -7,8 +7,6 @@ request takes the next reply (or a default echo) and is recorded in
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +14,7 @@ import pytest
 import yaml
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import ScriptedFake
 
 
 @dataclass
@@ -72,39 +70,9 @@ def _block_events(index: int, block: dict):
     yield "content_block_stop", {"type": "content_block_stop", "index": index}
 
 
-class FakeAnthropic:
-    def __init__(self):
-        self.replies: queue.Queue = queue.Queue()
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.paths: list[str] = []
-        self.streams_closed_early = 0
-        self.streams_finished = 0
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.server = LoopbackServer(self.wsgi)
-
-    # -- scripting ---------------------------------------------------------------
-    def script(self, *replies: Reply) -> None:
-        for reply in replies:
-            self.replies.put(reply)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def _next(self, body: dict) -> Reply:
-        try:
-            reply = self.replies.get_nowait()
-        except queue.Empty:
-            reply = Reply(content=f"echo: {_last_user_text(body)}")
-        if reply.func:
-            reply = reply.func(body)
-        return reply
+class FakeAnthropic(ScriptedFake):
+    def default_reply(self, body: dict) -> Reply:
+        return Reply(content=f"echo: {_last_user_text(body)}")
 
     # -- the HTTP side -------------------------------------------------------------
     def wsgi(self, environ, start_response):
@@ -112,11 +80,8 @@ class FakeAnthropic:
         if request.path != "/v1/messages" or request.method != "POST":
             return Response("not found", 404)(environ, start_response)
         body = json.loads(request.get_data() or b"{}")
-        with self.lock:
-            self.requests.append(body)
-            self.headers.append(dict(request.headers))
-            self.paths.append(request.full_path.rstrip("?"))
-        reply = self._next(body)
+        self.record(request, body)
+        reply = self.next_reply(body)
         if reply.status != 200:
             return _json(_error_body(reply.status), reply.status, reply.headers)(environ, start_response)
         if body.get("stream"):
@@ -159,11 +124,7 @@ class FakeAnthropic:
                     time.sleep(reply.chunk_delay)
             finished = True
         finally:
-            with self.lock:
-                if finished:
-                    self.streams_finished += 1
-                else:
-                    self.streams_closed_early += 1
+            self.count_stream(finished)
 
     def _fault(self, fault: str):
         if fault == "malformed":
@@ -174,13 +135,6 @@ class FakeAnthropic:
         elif fault == "stall":
             self.stopping.wait(30)
 
-    def start(self) -> "FakeAnthropic":
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.stop()
 
 
 def _error_body(status: int) -> dict:

@@ -8,9 +8,7 @@ method are in the path).
 from __future__ import annotations
 
 import json
-import queue
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -18,7 +16,7 @@ import pytest
 import yaml
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import ScriptedFake
 
 _ROUTE = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED",
@@ -64,39 +62,9 @@ def _response(parts: list[dict], reply: Reply, finish: bool) -> dict:
     return data
 
 
-class FakeGemini:
-    def __init__(self):
-        self.replies: queue.Queue = queue.Queue()
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.paths: list[str] = []
-        self.streams_closed_early = 0
-        self.streams_finished = 0
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.server = LoopbackServer(self.wsgi)
-
-    # -- scripting ---------------------------------------------------------------
-    def script(self, *replies: Reply) -> None:
-        for reply in replies:
-            self.replies.put(reply)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def _next(self, body: dict) -> Reply:
-        try:
-            reply = self.replies.get_nowait()
-        except queue.Empty:
-            reply = Reply(content=f"echo: {_last_user_text(body)}")
-        if reply.func:
-            reply = reply.func(body)
-        return reply
+class FakeGemini(ScriptedFake):
+    def default_reply(self, body: dict) -> Reply:
+        return Reply(content=f"echo: {_last_user_text(body)}")
 
     # -- the HTTP side -------------------------------------------------------------
     def wsgi(self, environ, start_response):
@@ -105,11 +73,8 @@ class FakeGemini:
         if not route or request.method != "POST":
             return _json(_error_body(404), 404)(environ, start_response)
         body = json.loads(request.get_data() or b"{}")
-        with self.lock:
-            self.requests.append(body)
-            self.headers.append(dict(request.headers))
-            self.paths.append(request.full_path.rstrip("?"))
-        reply = self._next(body)
+        self.record(request, body)
+        reply = self.next_reply(body)
         if reply.status != 200:
             return _json(_error_body(reply.status), reply.status, reply.headers)(environ, start_response)
         if route["method"] == "streamGenerateContent":
@@ -150,11 +115,7 @@ class FakeGemini:
                     time.sleep(reply.chunk_delay)
             finished = True
         finally:
-            with self.lock:
-                if finished:
-                    self.streams_finished += 1
-                else:
-                    self.streams_closed_early += 1
+            self.count_stream(finished)
 
     def _fault(self, fault: str):
         if fault == "malformed":
@@ -165,13 +126,6 @@ class FakeGemini:
         elif fault == "stall":
             self.stopping.wait(30)
 
-    def start(self) -> "FakeGemini":
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.server.stop()
 
 
 def _error_body(status: int) -> dict:

@@ -6,14 +6,12 @@ takes the next reply (or a default echo), and is recorded in `fake.requests`.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import ScriptedFake
 
 
 @dataclass
@@ -39,40 +37,15 @@ def _tool_call_list(reply: Reply) -> list[dict]:
     return calls
 
 
-class FakeOpenAI:
-    def __init__(self):
-        self.replies: queue.Queue = queue.Queue()
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.streams_closed_early = 0
-        self.streams_finished = 0
-        self.lock = threading.Lock()
-        self.server = LoopbackServer(self.wsgi)
-
-    # -- scripting ---------------------------------------------------------------
-    def script(self, *replies: Reply) -> None:
-        for reply in replies:
-            self.replies.put(reply)
-
+class FakeOpenAI(ScriptedFake):
     @property
     def url(self) -> str:
         return self.server.url + "/v1"
 
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-    def _next(self, body: dict) -> Reply:
-        try:
-            reply = self.replies.get_nowait()
-        except queue.Empty:
-            last = next((m for m in reversed(body.get("messages", [])) if m["role"] == "user"), {})
-            content = last.get("content")
-            text = content if isinstance(content, str) else "image message"
-            reply = Reply(content=f"echo: {text}")
-        if reply.func:
-            reply = reply.func(body)
-        return reply
+    def default_reply(self, body: dict) -> Reply:
+        last = next((m for m in reversed(body.get("messages", [])) if m["role"] == "user"), {})
+        content = last.get("content")
+        return Reply(content=f"echo: {content if isinstance(content, str) else 'image message'}")
 
     # -- the HTTP side -------------------------------------------------------------
     def wsgi(self, environ, start_response):
@@ -80,10 +53,8 @@ class FakeOpenAI:
         if request.path != "/v1/chat/completions" or request.method != "POST":
             return Response("not found", 404)(environ, start_response)
         body = json.loads(request.get_data() or b"{}")
-        with self.lock:
-            self.requests.append(body)
-            self.headers.append(dict(request.headers))
-        reply = self._next(body)
+        self.record(request, body)
+        reply = self.next_reply(body)
         if reply.status != 200:
             payload = {"error": {"message": "fake failure", "type": "server_error"}}
             return Response(json.dumps(payload), reply.status, headers=reply.headers,
@@ -142,11 +113,7 @@ class FakeOpenAI:
             yield b"data: [DONE]\n\n"
             finished = True
         finally:
-            with self.lock:
-                if finished:
-                    self.streams_finished += 1
-                else:
-                    self.streams_closed_early += 1
+            self.count_stream(finished)
 
     def _fault(self, fault: str):
         if fault == "malformed":
@@ -154,14 +121,7 @@ class FakeOpenAI:
         elif fault == "error_event":
             yield b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
         elif fault == "stall":
-            time.sleep(30)
-
-    def start(self) -> "FakeOpenAI":
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
+            self.stopping.wait(30)
 
 
 def _pieces(text: str) -> list[str]:
