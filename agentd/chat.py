@@ -20,6 +20,7 @@ from agentd.loop import LoopSettings, run_loop
 from agentd.prompting import system_prompt, title_from
 from agentd.recorder import TurnRecorder
 from agentd.store import messages as store
+from agentd.store import prepared
 from agentd.store.models import Conversation, Message, db, utcnow
 from agentd.toolrun import ToolHooks, ToolRunSettings
 from agentd.tools import ToolContext
@@ -139,11 +140,11 @@ class ChatService:
                 title = title_from(inp.message) if inp.auto_title else None
                 conversation, token = store.create_busy_conversation(
                     agent.id, principal.user_id, inp.channel, inp.context, title, lease)
-            user_row = Message.create(conversation=conversation.id, agent_id=agent.id,
-                                      user_id=principal.user_id, role="user", content=inp.message,
-                                      metadata=inp.metadata,
-                                      images=[{"data": i.data, "mime_type": i.mime_type} for i in inp.images] or None)
-        conversation.user_message_id = user_row.id
+            user_message_id = prepared.insert(Message, {   # SQL built once (issue #10)
+                "conversation": conversation.id, "agent_id": agent.id, "user_id": principal.user_id,
+                "role": "user", "content": inp.message, "metadata": inp.metadata,
+                "images": [{"data": i.data, "mime_type": i.mime_type} for i in inp.images] or None})
+        conversation.user_message_id = user_message_id
         return conversation, token
 
 

@@ -57,10 +57,13 @@ def create_busy_conversation(agent_id: str, user_id: str, channel: str, context:
                              title: str | None, lease_seconds: int) -> tuple[Conversation, str]:
     """A new conversation whose turn lock is already taken: one INSERT instead of three statements."""
     token = secrets.token_hex(8)
-    conversation = Conversation.create(
+    conversation = Conversation(
         id=new_conversation_id(), agent_id=agent_id, user_id=user_id, channel=channel,
         context=context or None, title=title, busy_token=token,
         busy_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+    # What Conversation.create does (its defaults are in __data__ already), with SQL built once.
+    prepared.insert(Conversation, dict(conversation.__data__))
+    conversation._dirty.clear()
     return conversation, token
 
 
