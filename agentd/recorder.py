@@ -77,7 +77,7 @@ class TurnRecorder:
             self.pending.append(fields)
             return 0
         row_id = self.open_row()
-        Message.update(**fields).where(Message.id == row_id).execute()
+        prepared.update_by_id(Message, row_id, fields)
         self.row_id = None
         self.last_row = as_stored({**self.base, **fields, "id": row_id, "created_at": self._opened_at})
         return row_id

@@ -20,7 +20,7 @@ import peewee as pw
 from agentd.store.models import db
 
 _cache: dict[tuple, tuple[str, list[str]]] = {}
-_inserts: dict[tuple, str] = {}
+_writes: dict[tuple, str] = {}
 _lock = threading.Lock()
 
 
@@ -93,7 +93,7 @@ def insert(model: type[pw.Model], values: dict[str, object]) -> object:
             row[name] = field.default() if callable(field.default) else field.default
     returning = db.returning_clause
     key = ("insert", model, type(db.obj), tuple(row))
-    sql = _inserts.get(key)
+    sql = _writes.get(key)
     if sql is None:
         param = db.param
         quote = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"  # noqa: E731 — static identifiers
@@ -103,6 +103,22 @@ def insert(model: type[pw.Model], values: dict[str, object]) -> object:
         if returning:
             sql += f" RETURNING {quote(model._meta.primary_key.column_name)}"
         with _lock:
-            _inserts[key] = sql
+            _writes[key] = sql
     cursor = db.execute_sql(sql, [fields[name].db_value(value) for name, value in row.items()])
     return cursor.fetchone()[0] if returning else cursor.lastrowid
+
+
+def update_by_id(model: type[pw.Model], row_id: object, values: dict[str, object]) -> int:
+    """`model.update(**values).where(model.id == row_id).execute()` with its SQL built once
+    per column set; returns the rows changed."""
+    fields, pk = model._meta.fields, model._meta.primary_key
+    key = ("update", model, type(db.obj), tuple(values))
+    sql = _writes.get(key)
+    if sql is None:
+        quote = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"  # noqa: E731 — static identifiers
+        sets = ", ".join(f"{quote(fields[name].column_name)} = {db.param}" for name in values)
+        sql = f"UPDATE {quote(model._meta.table_name)} SET {sets} WHERE {quote(pk.column_name)} = {db.param}"
+        with _lock:
+            _writes[key] = sql
+    params = [fields[name].db_value(value) for name, value in values.items()] + [pk.db_value(row_id)]
+    return db.rows_affected(db.execute_sql(sql, params))
