@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, Reply  # noqa: F401  (re-exported for tests)
-from tests.fakes.server import LoopbackServer
+from tests.fakes.server import LoopbackServer, agent_yaml
 
 
 @pytest.fixture
@@ -39,16 +39,7 @@ def database_url(tmp_path, request):
 
 def openai_agent(fake: FakeOpenAI, **extra) -> str:
     """YAML for an agent on the fake OpenAI server; `extra` keys are merged in as YAML."""
-    import yaml
-    spec = {"name": "Test agent", "description": "An agent for tests",
-            "model": {"provider": "openai", "name": "fake-model", "base_url": fake.url,
-                      "retries": 0}}
-    for key, value in extra.items():
-        if key == "model":
-            spec["model"].update(value)
-        else:
-            spec[key] = value
-    return yaml.safe_dump(spec, sort_keys=False)
+    return agent_yaml("openai", "fake-model", fake.url, **extra)
 
 
 class RunningServer:

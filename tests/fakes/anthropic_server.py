@@ -8,28 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
-import yaml
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import ScriptedFake
+from tests.fakes.server import ScriptedFake, ScriptedReply, agent_yaml, pieces
 
 
 @dataclass
-class Reply:
-    content: str | None = None
-    tool_calls: list[tuple[str, dict | str]] = field(default_factory=list)  # (name, arguments)
-    reasoning: str | None = None
-    usage: tuple[int, int] = (10, 5)
-    status: int = 200
-    headers: dict = field(default_factory=dict)
-    chunk_delay: float = 0.0          # seconds between streamed events
-    fault: str | None = None          # truncate | malformed | error_event | stall | garbage
-    fault_at: int = 2                 # index of the streamed event the fault replaces
+class Reply(ScriptedReply):
+    fault_at: int = 2
     model: str = "claude-fake"
-    func: object = None               # optional callable(request_body) -> Reply
 
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error",
@@ -61,7 +51,7 @@ def _block_events(index: int, block: dict):
                                           "delta": {"type": "input_json_delta", "partial_json": piece}}
     else:
         delta_type = "thinking_delta" if kind == "thinking" else "text_delta"
-        for piece in _pieces(block[kind]):
+        for piece in pieces(block[kind]):
             yield "content_block_delta", {"type": "content_block_delta", "index": index,
                                           "delta": {"type": delta_type, kind: piece}}
         if kind == "thinking":
@@ -158,10 +148,6 @@ def _last_user_text(body: dict) -> str:
     return ""
 
 
-def _pieces(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or i == 0] if text else []
-
 
 @pytest.fixture
 def fake_anthropic():
@@ -172,11 +158,4 @@ def fake_anthropic():
 
 def anthropic_agent(fake: FakeAnthropic, **extra) -> str:
     """YAML for an agent on this fake (like conftest.openai_agent); `extra` keys are merged in."""
-    spec = {"name": "Test agent", "description": "An agent for tests",
-            "model": {"provider": "anthropic", "name": "claude-fake", "base_url": fake.url, "retries": 0}}
-    for key, value in extra.items():
-        if key == "model":
-            spec["model"].update(value)
-        else:
-            spec[key] = value
-    return yaml.safe_dump(spec, sort_keys=False)
+    return agent_yaml("anthropic", "claude-fake", fake.url, **extra)

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
-import yaml
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import ScriptedFake
+from tests.fakes.server import ScriptedFake, ScriptedReply, agent_yaml, pieces
 
 _ROUTE = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURCE_EXHAUSTED",
@@ -24,18 +23,9 @@ STATUS_NAMES = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 429: "RESOURC
 
 
 @dataclass
-class Reply:
-    content: str | None = None
-    tool_calls: list[tuple[str, dict | str]] = field(default_factory=list)  # (name, arguments)
-    reasoning: str | None = None
-    usage: tuple[int, int] = (10, 5)
-    status: int = 200
-    headers: dict = field(default_factory=dict)
-    chunk_delay: float = 0.0          # seconds between streamed chunks
-    fault: str | None = None          # truncate | malformed | error_event | stall | garbage
-    fault_at: int = 0                 # index of the streamed chunk the fault replaces
+class Reply(ScriptedReply):
+    fault_at: int = 0
     model: str = "gemini-fake"
-    func: object = None               # optional callable(request_body) -> Reply
 
 
 def _usage(reply: Reply) -> dict:
@@ -95,11 +85,11 @@ class FakeGemini(ScriptedFake):
     def _chunks(self, reply: Reply):
         if reply.reasoning:
             yield _response([{"text": reply.reasoning, "thought": True}], reply, finish=False)
-        pieces = _pieces(reply.content or "")
-        for piece in pieces[:-1]:
+        words = pieces(reply.content or "")
+        for piece in words[:-1]:
             yield _response([{"text": piece}], reply, finish=False)
         # The last chunk carries the last text, the calls, finishReason and usage together.
-        last = [{"text": pieces[-1]}] if pieces else []
+        last = [{"text": words[-1]}] if words else []
         yield _response(last + _call_parts(reply), reply, finish=True)
 
     def _stream(self, reply: Reply):
@@ -149,11 +139,6 @@ def _last_user_text(body: dict) -> str:
     return ""
 
 
-def _pieces(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or i == 0] if text else []
-
-
 @pytest.fixture
 def fake_gemini():
     fake = FakeGemini().start()
@@ -163,11 +148,4 @@ def fake_gemini():
 
 def gemini_agent(fake: FakeGemini, **extra) -> str:
     """YAML for an agent on this fake (like conftest.openai_agent); `extra` keys are merged in."""
-    spec = {"name": "Test agent", "description": "An agent for tests",
-            "model": {"provider": "google", "name": "gemini-fake", "base_url": fake.url, "retries": 0}}
-    for key, value in extra.items():
-        if key == "model":
-            spec["model"].update(value)
-        else:
-            spec[key] = value
-    return yaml.safe_dump(spec, sort_keys=False)
+    return agent_yaml("google", "gemini-fake", fake.url, **extra)

@@ -7,25 +7,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import ScriptedFake
+from tests.fakes.server import ScriptedFake, ScriptedReply, pieces
 
 
 @dataclass
-class Reply:
-    content: str | None = None
-    tool_calls: list[tuple[str, dict | str]] = field(default_factory=list)  # (name, arguments)
-    reasoning: str | None = None
-    usage: tuple[int, int] = (10, 5)
-    status: int = 200
-    headers: dict = field(default_factory=dict)
-    chunk_delay: float = 0.0          # seconds between streamed chunks
-    fault: str | None = None          # truncate | malformed | error_event | stall | garbage
+class Reply(ScriptedReply):
+    fault_at: int = 2
     model: str = "fake-model"
-    func: object = None               # optional callable(request_body) -> Reply
 
 
 def _tool_call_list(reply: Reply) -> list[dict]:
@@ -82,7 +74,7 @@ class FakeOpenAI(ScriptedFake):
         yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}
         if reply.reasoning:
             yield {**base, "choices": [{"index": 0, "delta": {"reasoning_content": reply.reasoning}}]}
-        for word in _pieces(reply.content or ""):
+        for word in pieces(reply.content or ""):
             yield {**base, "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": None}]}
         for index, call in enumerate(_tool_call_list(reply)):
             args = call["function"]["arguments"]
@@ -103,7 +95,7 @@ class FakeOpenAI(ScriptedFake):
         try:
             chunks = list(self._chunks(reply))
             for number, chunk in enumerate(chunks):
-                if reply.fault and number == 2:
+                if reply.fault and number == reply.fault_at:
                     yield from self._fault(reply.fault)
                     if reply.fault != "error_event":
                         return
@@ -123,7 +115,3 @@ class FakeOpenAI(ScriptedFake):
         elif fault == "stall":
             self.stopping.wait(30)
 
-
-def _pieces(text: str) -> list[str]:
-    words = text.split(" ")
-    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or i == 0] if text else []

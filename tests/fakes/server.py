@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from dataclasses import dataclass, field
 
 from werkzeug.serving import make_server
 
@@ -23,6 +24,42 @@ class LoopbackServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@dataclass
+class ScriptedReply:
+    """One scripted answer; each vendor fake subclasses it to set its model name and fault point."""
+
+    content: str | None = None
+    tool_calls: list[tuple[str, dict | str]] = field(default_factory=list)  # (name, arguments)
+    reasoning: str | None = None
+    usage: tuple[int, int] = (10, 5)
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    chunk_delay: float = 0.0          # seconds between streamed chunks
+    fault: str | None = None          # truncate | malformed | error_event | stall | garbage
+    fault_at: int = 2                 # index of the streamed chunk the fault replaces
+    model: str = "fake-model"
+    func: object = None               # optional callable(request_body) -> reply
+
+
+def pieces(text: str) -> list[str]:
+    """A text cut into words that keep their trailing space, as models stream it."""
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words) if w or i == 0] if text else []
+
+
+def agent_yaml(provider: str, model_name: str, base_url: str, /, **extra) -> str:
+    """YAML for a test agent on a fake server; `extra` keys are merged in (`model` updates the block)."""
+    import yaml
+    spec = {"name": "Test agent", "description": "An agent for tests",
+            "model": {"provider": provider, "name": model_name, "base_url": base_url, "retries": 0}}
+    for key, value in extra.items():
+        if key == "model":
+            spec["model"].update(value)
+        else:
+            spec[key] = value
+    return yaml.safe_dump(spec, sort_keys=False)
 
 
 class ScriptedFake:
