@@ -96,6 +96,15 @@ def agentd_server(tmp_path, database_url):
         server.close()
 
 
+@pytest.fixture
+def processes():
+    """A list to put tests.support.ServerProcess objects in; each is stopped after the test."""
+    started: list = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
 def sse_events(response: httpx.Response) -> list[dict]:
     """The JSON events of an SSE body."""
     import json

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from tests.conftest import Reply, openai_agent
-from tests.test_crash_recovery import REPO, free_port
+from tests.support import REPO, free_port
 
 
 def run_chat(url: str, agent: str, stdin: str) -> subprocess.CompletedProcess:

@@ -14,8 +14,8 @@ import pytest
 import simple_websocket
 
 from tests.conftest import Reply, openai_agent
-from tests.test_crash_recovery import ServerProcess, free_port, server_env, write_agent
-from tests.test_streaming import LONG_TEXT, iter_events, wait_for
+from tests.support import ServerProcess, free_port, server_env, wait_for, write_agent
+from tests.test_streaming import LONG_TEXT, iter_events
 
 
 def gunicorn(tmp_path, database_url, fake, graceful: int, name: str) -> ServerProcess:
@@ -24,14 +24,6 @@ def gunicorn(tmp_path, database_url, fake, graceful: int, name: str) -> ServerPr
     command = ["-m", "gunicorn", "-c", "gunicorn.conf.py", "--workers", "1",
                "--graceful-timeout", str(graceful), "wsgi:app"]
     return ServerProcess(command, server_env(database_url, agents, port), port, tmp_path / f"{name}.log")
-
-
-@pytest.fixture
-def processes():
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def refused(server: ServerProcess) -> bool:

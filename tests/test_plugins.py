@@ -1,13 +1,11 @@
 """Plugin discovery from the three places DESIGN.md names, and a demo-model tool loop."""
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 from agentd.plugins import load_plugins
 from agentd.tools import schema_from_function
+from tests.support import ServerProcess, free_port, server_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,34 +50,8 @@ def test_schema_of_richer_hints():
     assert schema["required"] == ["items", "mode"] and context is None
 
 
-def _serve(env, port):
-    return subprocess.Popen([sys.executable, "-m", "agentd", "serve", "--port", str(port)], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url, proc):
-    import time
-    import httpx
-    for _ in range(100):
-        try:
-            return httpx.get(url + "/healthz", timeout=1)
-        except httpx.HTTPError:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stdout.read().decode())
-            time.sleep(0.1)
-    raise AssertionError("server did not start")
-
-
 def test_plugins_dir_and_entry_point_tools_reach_an_agent(tmp_path):
     """A plugin file in AGENTD_PLUGINS_DIR and an installed entry point add tools, no other change."""
-    import httpx
     plugin_dir = tmp_path / "plugins"
     plugin_dir.mkdir()
     (plugin_dir / "weather.py").write_text(WEATHER_PLUGIN)
@@ -99,25 +71,22 @@ def test_plugins_dir_and_entry_point_tools_reach_an_agent(tmp_path):
     agents = tmp_path / "agents"
     agents.mkdir()
     (agents / "weather.yaml").write_text("name: W\nmodel: {provider: demo, name: demo}\ntools: [get_weather, shout]\n")
-    port = _free_port()
-    env = {**os.environ, "AGENTD_PLUGINS_DIR": str(plugin_dir), "AGENTD_AGENTS_DIR": str(agents),
-           "AGENTD_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}", "PYTHONPATH": str(site)}
-    proc = _serve(env, port)
+    port = free_port()
+    env = server_env(f"sqlite:///{tmp_path / 'db.sqlite'}", agents, port, plugins_dir=plugin_dir,
+                     entry_points="true")
+    server = ServerProcess(["-m", "agentd", "serve"], {**env, "PYTHONPATH": str(site)}, port,
+                           tmp_path / "server.log")
     try:
-        url = f"http://127.0.0.1:{port}"
-        assert _wait(url, proc).json()["agents"] == 1
-        answer = httpx.post(f"{url}/api/agents/weather/chat", json={"message": "use get_weather Tokyo"},
-                            timeout=10).json()
+        assert server.client.get("/healthz").json()["agents"] == 1
+        chat = lambda message: server.client.post("/api/agents/weather/chat", json={"message": message}).json()
+        answer = chat("use get_weather Tokyo")
         assert "Tokyo" in answer["content"] and "18" in answer["content"]
-        shout = httpx.post(f"{url}/api/agents/weather/chat", json={"message": "use shout hello"}, timeout=10).json()
-        assert "HELLO" in shout["content"]
-        history = httpx.get(f"{url}/api/agents/weather/chat",
-                            params={"conversation_id": answer["conversation_id"]}).json()["messages"]
+        assert "HELLO" in chat("use shout hello")["content"]
+        history = server.history("weather", answer["conversation_id"])
         assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
         assert json.loads(history[2]["content"])["location"] == "Tokyo"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        server.stop()
 
 
 def test_demo_agent_parallel_tools(agentd_server):

@@ -8,12 +8,12 @@ happen poll a condition with a generous deadline.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
 from tests.conftest import Reply, openai_agent, sse_events
+from tests.support import wait_for
 
 LONG_TEXT = " ".join(f"word{i}" for i in range(40))
 TOOL_PLUGIN = '''
@@ -39,17 +39,6 @@ def iter_events(response: httpx.Response):
         elif line == "" and data:
             yield json.loads("\n".join(data))
             data = []
-
-
-def wait_for(condition, deadline: float = 20.0, what: str = "condition"):
-    """Poll `condition()` until it is truthy; fails after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def open_stream(server, agent: str, message: str, **body):

@@ -7,7 +7,8 @@ import pytest
 import simple_websocket
 
 from tests.conftest import Reply, openai_agent
-from tests.test_streaming import LONG_TEXT, assistant_settled, messages, wait_for
+from tests.support import wait_for
+from tests.test_streaming import LONG_TEXT, assistant_settled, messages
 
 RECEIVE_TIMEOUT = 20.0
 
