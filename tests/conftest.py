@@ -37,6 +37,18 @@ def database_url(tmp_path, request):
         yield f"sqlite:///{tmp_path / 'agentd.db'}"
 
 
+@pytest.fixture
+def database(database_url):
+    """The models bound to a fresh, migrated database, with a connection open (store-level tests)."""
+    from agentd.store import connect_database
+    database = connect_database(database_url)
+    database.connect(reuse_if_open=True)
+    yield database
+    database.close()
+    if hasattr(database, "close_all"):
+        database.close_all()
+
+
 def openai_agent(fake: FakeOpenAI, **extra) -> str:
     """YAML for an agent on the fake OpenAI server; `extra` keys are merged in as YAML."""
     return agent_yaml("openai", "fake-model", fake.url, **extra)

@@ -15,7 +15,6 @@ import threading
 import pytest
 
 from agentd.errors import ConversationBusy
-from agentd.store import connect_database
 from agentd.store import messages as store
 from agentd.store.database import redact_url
 from agentd.store.migrations import MIGRATIONS, migrate
@@ -24,16 +23,6 @@ from tests.conftest import Reply, openai_agent, sse_events
 
 needs_pg = pytest.mark.skipif(not os.environ.get("AGENTD_TEST_POSTGRES_URL"),
                               reason="needs AGENTD_TEST_POSTGRES_URL (see .ci/start-postgres)")
-
-
-@pytest.fixture
-def database(database_url):
-    database = connect_database(database_url)
-    database.connect(reuse_if_open=True)
-    yield database
-    database.close()
-    if hasattr(database, "close_all"):
-        database.close_all()
 
 
 def _conversation(user="alice", context=None) -> Conversation:

@@ -6,19 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentd.store import connect_database
 from agentd.store import messages as store
 from agentd.store.models import Message
-
-
-@pytest.fixture
-def database(database_url):
-    database = connect_database(database_url)
-    database.connect(reuse_if_open=True)
-    yield database
-    database.close()
-    if hasattr(database, "close_all"):
-        database.close_all()
 
 
 def _fill():
