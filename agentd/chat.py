@@ -21,7 +21,7 @@ from agentd.prompting import system_prompt, title_from
 from agentd.recorder import TurnRecorder
 from agentd.store import messages as store
 from agentd.store import prepared
-from agentd.store.models import Conversation, Message, db, utcnow
+from agentd.store.models import Conversation, Message, db
 from agentd.toolrun import ToolHooks, ToolRunSettings
 from agentd.tools import ToolContext
 from agentd.vocab import Event, Image, Message as Msg, ModelRequest, ToolCall

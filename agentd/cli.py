@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
 import sys
 
-import httpx
 
 from agentd.config import Config
 

@@ -14,7 +14,7 @@ import time
 from agentd.store import messages as store
 from agentd.store import prepared
 from agentd.store.models import Message, db, utcnow
-from agentd.vocab import Completion, ToolResult, Usage
+from agentd.vocab import Completion, ToolResult
 
 
 class TurnRecorder:
@@ -160,13 +160,6 @@ def save_checkpoints(rows: list[tuple[int, str]]) -> None:
         for row_id, text in rows:
             (Message.update(content=text)
              .where((Message.id == row_id) & (Message.status == store.UNFINISHED)).execute())
-
-
-def sum_usage(*usages: Usage) -> Usage:
-    total = Usage()
-    for usage in usages:
-        total = total + usage
-    return total
 
 
 # -- rows a dead process left behind ---------------------------------------------------

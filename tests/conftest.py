@@ -26,6 +26,22 @@ def fake_openai():
 
 
 @pytest.fixture
+def fake_anthropic():
+    from tests.fakes.anthropic_server import FakeAnthropic
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_gemini():
+    from tests.fakes.gemini_server import FakeGemini
+    fake = FakeGemini().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
 def database_url(tmp_path, request):
     """A fresh, empty database for one test."""
     pg = os.environ.get("AGENTD_TEST_POSTGRES_URL")

@@ -15,9 +15,9 @@ import pytest
 from tests.conftest import Reply as OpenAIReply
 from tests.conftest import openai_agent, sse_events
 from tests.fakes.anthropic_server import Reply as AnthropicReply
-from tests.fakes.anthropic_server import anthropic_agent, fake_anthropic  # noqa: F401
+from tests.fakes.anthropic_server import anthropic_agent
 from tests.fakes.gemini_server import Reply as GeminiReply
-from tests.fakes.gemini_server import fake_gemini, gemini_agent  # noqa: F401
+from tests.fakes.gemini_server import gemini_agent
 
 STALL_TIMEOUTS = {"first_byte": 0.5, "idle": 0.5}
 CALL = [("calculator", {"expression": "1+1"})]

@@ -8,7 +8,7 @@ import pytest
 from agentd.providers.anthropic import wire_messages
 from agentd.vocab import Message, ToolCall
 from tests.conftest import sse_events
-from tests.fakes.anthropic_server import Reply, anthropic_agent, fake_anthropic  # noqa: F401
+from tests.fakes.anthropic_server import Reply, anthropic_agent
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 CALCULATIONS = [("calculator", {"expression": "6*7"}), ("calculator", {"expression": "2+2"})]

@@ -8,7 +8,7 @@ import pytest
 from agentd.providers.google import clean_schema, wire_contents
 from agentd.vocab import Message, ToolCall
 from tests.conftest import sse_events
-from tests.fakes.gemini_server import Reply, fake_gemini, gemini_agent  # noqa: F401
+from tests.fakes.gemini_server import Reply, gemini_agent
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
 CALCULATIONS = [("calculator", {"expression": "6*7"}), ("calculator", {"expression": "2+2"})]

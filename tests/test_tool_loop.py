@@ -1,6 +1,5 @@
 """The tool loop through the chat API, against the fake OpenAI server."""
 import json
-import textwrap
 
 import pytest
 

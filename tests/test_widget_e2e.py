@@ -6,7 +6,6 @@ its CSS selectors pierce the widget's open shadow root.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest

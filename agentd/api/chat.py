@@ -1,7 +1,6 @@
 """Agents and chat routes of API.md: list agents, send (JSON, SSE, WebSocket), history, clear."""
 from __future__ import annotations
 
-import json
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 

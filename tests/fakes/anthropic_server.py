@@ -10,7 +10,6 @@ import json
 import time
 from dataclasses import dataclass
 
-import pytest
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.server import ScriptedFake, ScriptedReply, agent_yaml, pieces
@@ -147,13 +146,6 @@ def _last_user_text(body: dict) -> str:
         return texts[-1] if texts else "image message"
     return ""
 
-
-
-@pytest.fixture
-def fake_anthropic():
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
 
 
 def anthropic_agent(fake: FakeAnthropic, **extra) -> str:

@@ -12,7 +12,6 @@ import re
 import time
 from dataclasses import dataclass
 
-import pytest
 from werkzeug.wrappers import Request, Response
 
 from tests.fakes.server import ScriptedFake, ScriptedReply, agent_yaml, pieces
@@ -137,13 +136,6 @@ def _last_user_text(body: dict) -> str:
         if any("inlineData" in p for p in content.get("parts", [])):
             return "image message"
     return ""
-
-
-@pytest.fixture
-def fake_gemini():
-    fake = FakeGemini().start()
-    yield fake
-    fake.stop()
 
 
 def gemini_agent(fake: FakeGemini, **extra) -> str:
