@@ -115,7 +115,7 @@ def child_exit(server, worker):
 
 def _end_streams_before_the_deadline(worker):
     import gevent
-    from agentd.liveturns import live_turns
+    from agentd.turn.liveturns import live_turns
 
     while worker.alive:
         gevent.sleep(0.25)

@@ -15,6 +15,6 @@ def create_app(config=None):
 def __getattr__(name):
     # Verdict lives with the guardrails, which import storage: load them only when asked for.
     if name == "Verdict":
-        from agentd.guardrails import Verdict
+        from agentd.policies.guardrails import Verdict
         return Verdict
     raise AttributeError(f"module 'agentd' has no attribute {name!r}")

@@ -8,18 +8,18 @@ import httpx
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from agentd import titles
+from agentd.turn import titles
 from agentd.agents import Agent, AgentProblem, load_agents
-from agentd.chat import ChatService
+from agentd.turn.chat import ChatService
 from agentd.config import Config
 from agentd.plugins import Registry, load_plugins, split_path_list
 from agentd.policies import install_policies
 from agentd.providers.router import ModelRouter, RetryPolicy
 from agentd.store import connect_database
 from agentd.store.settings import shared_secret
-from agentd.recorder import recover_unfinished
-from agentd.toolhooks import tool_hooks_from
-from agentd.toolrun import ToolHooks
+from agentd.turn.recorder import recover_unfinished
+from agentd.tools.hooks import tool_hooks_from
+from agentd.turn.toolrun import ToolHooks
 
 log = logging.getLogger("agentd")
 

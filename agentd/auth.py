@@ -12,7 +12,7 @@ import hmac
 import secrets
 import weakref
 
-from agentd.chat import Principal
+from agentd.turn.chat import Principal
 from agentd.errors import InvalidRequest, Unauthorized
 from agentd.store.models import ApiKey, db, utcnow
 

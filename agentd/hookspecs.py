@@ -35,7 +35,7 @@ def after_tool_call(tool, arguments, result, context):
 @hookspec
 def check_message(agent, message, context):
     """Called before a user's message reaches the model. Return None to allow it, or a
-    `agentd.guardrails.Verdict` to refuse it (422 GUARDRAIL_BLOCKED) or rewrite it."""
+    `agentd.policies.guardrails.Verdict` to refuse it (422 GUARDRAIL_BLOCKED) or rewrite it."""
 
 
 @hookspec

@@ -1,10 +1,13 @@
-"""Plugin discovery with pluggy: the repo's plugins/, AGENTD_PLUGINS_DIR, and entry points.
+"""Plugin discovery with pluggy: the default plugins, the checkout's plugins/, AGENTD_PLUGINS_DIR,
+and entry points.
 
 Loading is explicit (`load_plugins`), never at import. Built-in providers and
-tools register through the same hooks as anyone else's.
+tools are the modules in `agentd.default_plugins.DEFAULT_PLUGINS`, registered
+through the same hooks as anyone else's (the way simonw/llm loads its defaults).
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 import os
@@ -20,8 +23,8 @@ from agentd.tools import Tool, Toolset, tool_from_function
 
 log = logging.getLogger("agentd.plugins")
 
-BUILTIN_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
-INSTALLED_PLUGINS_PACKAGE = "agentd.builtin_plugins"
+# The checkout's user plugin folder (the example plugin lives there); absent in an installed package.
+REPO_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "plugins"
 
 
 class PluginError(Exception):
@@ -45,14 +48,9 @@ class Registry:
         self.providers.setdefault(name, factory)
 
 
-def builtin_plugins_dir() -> Path | None:
-    """The shipped plugins: the checkout's plugins/, else the copy inside the installed package."""
-    if BUILTIN_PLUGINS_DIR.is_dir():
-        return BUILTIN_PLUGINS_DIR
-    spec = importlib.util.find_spec(INSTALLED_PLUGINS_PACKAGE)
-    if spec and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
-    return None
+def repo_plugins_dir() -> Path | None:
+    """The checkout's plugins/ folder, when agentd runs from a checkout."""
+    return REPO_PLUGINS_DIR if REPO_PLUGINS_DIR.is_dir() else None
 
 
 def _load_module_file(path: Path):
@@ -79,12 +77,13 @@ def plugin_files(dirs: list[Path]) -> list[Path]:
 
 def make_manager(extra_dirs: list[str] | None = None, entry_points: bool = True) -> pluggy.PluginManager:
     """A plugin manager with built-ins, folder plugins and entry-point plugins registered."""
-    from agentd.providers import builtin as builtin_providers
+    from agentd.default_plugins import DEFAULT_PLUGINS
 
     pm = pluggy.PluginManager("agentd")
     pm.add_hookspecs(hookspecs)
-    pm.register(builtin_providers, name="agentd.providers")
-    dirs = [builtin_plugins_dir()] + [Path(d) for d in (extra_dirs or []) if d]
+    for name in DEFAULT_PLUGINS:
+        pm.register(importlib.import_module(name), name=name)
+    dirs = [repo_plugins_dir()] + [Path(d) for d in (extra_dirs or []) if d]
     for path in plugin_files(dirs):
         if pm.get_plugin(str(path)) is None:
             pm.register(_load_module_file(path), name=str(path))

@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from agentd.guardrails import find_pii, iban_ok, luhn_ok
+from agentd.policies.guardrails import find_pii, iban_ok, luhn_ok
 from tests.conftest import Reply, openai_agent, sse_events
 
 PLUGIN = '''

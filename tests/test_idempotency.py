@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from agentd import idempotency
+from agentd.policies import idempotency
 from agentd.store.models import IdempotencyRecord, Message
 from tests.conftest import Reply, openai_agent, sse_events
 from tests.test_auth import user_client

@@ -127,7 +127,7 @@ def test_a_turn_running_in_one_process_makes_the_other_answer_409(spawn, fake_op
 
 
 def test_idempotency_key_holds_across_processes(spawn, fake_openai):
-    pytest.importorskip("agentd.idempotency")
+    pytest.importorskip("agentd.policies.idempotency")
     a, b = spawn({"bot": openai_agent(fake_openai)})
     fake_openai.script(Reply(content="once"), Reply(content="twice?"))
     headers = {"Idempotency-Key": "order-42"}

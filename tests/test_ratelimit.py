@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from agentd.auth import create_key
-from agentd.chat import Principal
+from agentd.turn.chat import Principal
 from tests.conftest import openai_agent
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,17 +9,14 @@ import pluggy
 import pytest
 
 from agentd import ToolContext, ToolError, hookimpl, hookspecs
-from agentd.loop import LoopSettings, run_loop
+from agentd.turn.loop import LoopSettings, run_loop
 from agentd.providers.base import ProviderChunk
-from agentd.toolhooks import ToolCache, cache_key, tool_hooks_from
-from agentd.toolrun import ToolHooks, ToolRunSettings, run_tool_calls
+from agentd.tools.hooks import ToolCache, cache_key, tool_hooks_from
+from agentd.turn.toolrun import ToolHooks, ToolRunSettings, run_tool_calls
 from agentd.tools import tool_from_function
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 from tests.conftest import Reply, openai_agent
 
-LOOKUP_SUPPORTED = "lookup" in getattr(ToolHooks, "__dataclass_fields__", {})
-needs_lookup = pytest.mark.skipif(not LOOKUP_SUPPORTED,
-                                  reason="agentd.toolrun does not consult ToolHooks.lookup yet")
 
 
 class Counter:
@@ -89,7 +86,6 @@ def test_a_hit_does_not_extend_its_life():
 
 
 # -- caching through the real tool runner -------------------------------------------------
-@needs_lookup
 def test_cached_result_skips_the_second_call():
     counter = Counter()
     hooks = tool_hooks_from(None)
@@ -102,7 +98,6 @@ def test_cached_result_skips_the_second_call():
     assert counter.calls == 2
 
 
-@needs_lookup
 def test_errors_and_uncached_tools_always_run():
     counter = Counter()
     hooks = tool_hooks_from(None)

@@ -10,7 +10,8 @@ from contextlib import ExitStack
 
 import pytest
 
-from agentd import ToolContext, ToolError, netguard
+from agentd import ToolContext, ToolError
+from agentd.tools import netguard
 from agentd.plugins import load_plugins
 from tests.conftest import Reply, openai_agent
 from tests.fakes.web_servers import (PRETEND_PUBLIC, SentCounter, big_image, canary_server,
@@ -223,11 +224,8 @@ def test_the_guard_holds_for_any_client_of_the_transport(canary):
     assert canary.requests == []
 
 
-@pytest.mark.skipif("lookup" not in getattr(__import__("agentd.toolrun").toolrun.ToolHooks,
-                                             "__dataclass_fields__", {}),
-                    reason="agentd.toolrun does not consult ToolHooks.lookup yet")
 def test_a_fetched_page_is_cached_per_agent_config(agentd_server, fake_openai, pages):
-    from agentd.toolhooks import tool_hooks_from
+    from agentd.tools.hooks import tool_hooks_from
     config = {"allow_private_networks": True, "allowed_ports": [pages.port]}
     server = agentd_server({"a": openai_agent(fake_openai, tools=[{"web_fetch": config}]),
                             "b": openai_agent(fake_openai, tools=[{"web_fetch": {**config, "max_chars": 500}}])})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
-from agentd import idempotency
+from agentd.policies import idempotency
 from agentd.api.streaming import (SSE_HEADERS, connection_releaser, error_frame, shutting_down_error,
                                   sse_stream, ws_next_message, ws_stream)
 from agentd.api.validation import chat_input, int_arg, json_body

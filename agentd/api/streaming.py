@@ -16,7 +16,7 @@ import threading
 from typing import Iterator
 
 from agentd.errors import ApiError
-from agentd.liveturns import live_turns
+from agentd.turn.liveturns import live_turns
 from agentd.vocab import Event
 
 PING_SECONDS = 15.0

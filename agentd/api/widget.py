@@ -34,7 +34,7 @@ from flask import (Blueprint, Response, current_app, g, jsonify, render_template
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from agentd.api.validation import json_body
-from agentd.chat import Principal
+from agentd.turn.chat import Principal
 from agentd.errors import AgentNotFound, Forbidden, InvalidRequest, Unauthorized
 from agentd.vocab import Event
 

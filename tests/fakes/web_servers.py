@@ -182,11 +182,11 @@ PRETEND_PUBLIC = "93.184.215.14"   # a global address no test ever really connec
 
 
 def route_names(monkeypatch, names: dict[str, list[str]], routes: dict[tuple[str, int], int]):
-    """Patch agentd.netguard: `names` answers DNS for test host names (others resolve for
+    """Patch agentd.tools.netguard: `names` answers DNS for test host names (others resolve for
     real, which is only ever loopback literals here), and `routes` sends connections for a
     pretend-public (address, port) to a loopback port. Connecting to any other non-loopback
     address fails the test instead of touching the internet. Returns the log of connections."""
-    from agentd import netguard
+    from agentd.tools import netguard
 
     real_resolver, real_open = netguard.resolver, netguard.open_connection
     log = {"resolved": [], "connected": []}

@@ -15,18 +15,18 @@ from typing import Iterator
 
 from agentd.agents import Agent
 from agentd.errors import AgentNotFound, ApiError, InvalidRequest
-from agentd.liveturns import live_turns
-from agentd.loop import LoopSettings, run_loop
-from agentd.prompting import system_prompt, title_from
-from agentd.recorder import TurnRecorder
+from agentd.turn.liveturns import live_turns
+from agentd.turn.loop import LoopSettings, run_loop
+from agentd.turn.prompting import system_prompt, title_from
+from agentd.turn.recorder import TurnRecorder
 from agentd.store import messages as store
 from agentd.store import prepared
 from agentd.store.models import Conversation, Message, db
-from agentd.toolrun import ToolHooks, ToolRunSettings
+from agentd.turn.toolrun import ToolHooks, ToolRunSettings
 from agentd.tools import ToolContext
 from agentd.vocab import Event, Image, Message as Msg, ModelRequest, ToolCall
 
-log = logging.getLogger("agentd.chat")
+log = logging.getLogger("agentd.turn.chat")
 
 
 @dataclass

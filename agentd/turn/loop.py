@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from agentd.providers.base import ProviderChunk
-from agentd.toolrun import ToolHooks, ToolRunSettings, run_tool_calls
+from agentd.turn.toolrun import ToolHooks, ToolRunSettings, run_tool_calls
 from agentd.tools import Tool, ToolContext
 from agentd.vocab import Completion, Event, Message, ModelRequest, ToolSpec, Usage
 

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from agentd.toolrun import ToolHooks
+from agentd.turn.toolrun import ToolHooks
 from agentd.tools import Tool, ToolContext, ToolError
 from agentd.vocab import ToolResult
 

@@ -25,7 +25,7 @@ from limits import RateLimitItem, parse, storage, strategies
 
 from agentd.errors import ApiError
 
-log = logging.getLogger("agentd.ratelimit")
+log = logging.getLogger("agentd.policies.ratelimit")
 
 
 class RateLimited(ApiError):

@@ -21,7 +21,7 @@ from agentd.errors import ApiError
 from agentd.store import prepared
 from agentd.store.models import UsageDay
 
-log = logging.getLogger("agentd.quota")
+log = logging.getLogger("agentd.policies.quota")
 
 
 class QuotaExceeded(ApiError):

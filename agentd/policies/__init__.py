@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from agentd import cache, guardrails
-from agentd.quota import Quotas, utc_now
-from agentd.ratelimit import RateLimiter
+from agentd.policies import cache, guardrails
+from agentd.policies.quota import Quotas, utc_now
+from agentd.policies.ratelimit import RateLimiter
 
 
 def install_policies(app: Flask, state) -> None:

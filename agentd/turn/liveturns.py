@@ -19,7 +19,7 @@ import threading
 import time
 from collections import defaultdict
 
-from agentd.recorder import save_checkpoints
+from agentd.turn.recorder import save_checkpoints
 from agentd.store.models import Conversation, db, utcnow
 
 log = logging.getLogger("agentd.turns")

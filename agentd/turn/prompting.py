@@ -7,7 +7,7 @@ import logging
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-log = logging.getLogger("agentd.prompting")
+log = logging.getLogger("agentd.turn.prompting")
 
 MOODS = {
     "serious": "Answer in a serious, precise and formal tone.",

@@ -1,7 +1,7 @@
 """web_fetch: the readable text of one public web page.
 
 Written as any user's plugin is. Every connection goes through
-`agentd.netguard` (no private addresses, each redirect hop re-checked, the
+`agentd.tools.netguard` (no private addresses, each redirect hop re-checked, the
 checked address is the one connected to); the body is read as a capped
 stream and decompressed by hand so a gzip bomb stops at `max_bytes`; the text
 comes from trafilatura run on those capped bytes (never its own fetcher) and is
@@ -17,7 +17,7 @@ from urllib.parse import urljoin
 import httpx
 
 from agentd import ToolContext, ToolError, hookimpl
-from agentd import netguard
+from agentd.tools import netguard
 
 MAX_REDIRECTS = 5
 USER_AGENT = "agentd-web-fetch/0.1 (+https://github.com/agentd)"

@@ -20,7 +20,7 @@ from agentd.providers.base import ProviderChunk
 from agentd.store import messages as store
 from agentd.store.models import Message, db
 
-log = logging.getLogger("agentd.guardrails")
+log = logging.getLogger("agentd.policies.guardrails")
 
 DEFAULT_REDACTION = "[redacted]"
 

@@ -36,7 +36,7 @@ from flask import Response, current_app, g, jsonify, request
 from agentd.errors import ApiError, InvalidRequest
 from agentd.store.models import IdempotencyRecord, db, utcnow
 
-log = logging.getLogger("agentd.idempotency")
+log = logging.getLogger("agentd.policies.idempotency")
 
 HEADER = "Idempotency-Key"
 TTL = dt.timedelta(hours=24)

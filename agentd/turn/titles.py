@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 
-from agentd.prompting import title_from
+from agentd.turn.prompting import title_from
 from agentd.providers.router import model_chain
 from agentd.store.conversations import set_title_if
 from agentd.vocab import Message, ModelRequest
 
-log = logging.getLogger("agentd.titles")
+log = logging.getLogger("agentd.turn.titles")
 
 TITLE_CHARS = 80
 PROMPT = ("Write a short title (at most six words) for the conversation below. "

@@ -50,7 +50,7 @@ class TurnRecorder:
     def checkpoint(self) -> tuple[int, str] | None:
         """The open row and its text so far, when the text grew since the last checkpoint.
 
-        Called from the lease heartbeat (agentd.liveturns), not per delta: a
+        Called from the lease heartbeat (agentd.turn.liveturns), not per delta: a
         process killed mid-stream loses at most one heartbeat's worth of text.
         """
         pieces = len(self.text)

@@ -31,7 +31,7 @@ from agentd.providers.base import ProviderChunk
 from agentd.store.models import CacheEntry, utcnow
 from agentd.vocab import Completion, Message, Usage
 
-log = logging.getLogger("agentd.cache")
+log = logging.getLogger("agentd.policies.cache")
 
 KEY_PREFIX = "answer:"
 TRAILING_PUNCTUATION = " \t\n.,;:!?¿¡…。！？"
