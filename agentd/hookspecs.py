@@ -42,3 +42,33 @@ def check_message(agent, message, context):
 def check_answer(agent, content, context):
     """Called with the final answer text before it is stored and returned. Return None to keep
     it, or a string to replace it (redaction)."""
+
+
+# -- the request and the run ---------------------------------------------------------------
+# Built-in policies (rate limits, quotas, guardrails, the response cache, metrics, logs)
+# implement these hooks exactly as a third-party plugin would, with `trylast=True`.
+
+@hookspec(firstresult=True)
+def authenticate(request):
+    """Decide who a Flask `request` to an `/api/…` route comes from. Return an
+    `agentd.vocab.Principal`, or None to let the next implementation decide (the
+    built-in one reads `Authorization: Bearer …`, or answers `local` in open local
+    mode). Raise `agentd.errors.Unauthorized` to refuse the request with 401."""
+
+
+@hookspec
+def wrap_model_call(run, caller):
+    """Called once per run with its model caller (`request -> Iterator[ProviderChunk]`).
+    Return a caller to use instead (it may call the given one, or answer by itself,
+    as the response cache does), or None to keep it. Implementations are applied in
+    hook order, each wrapping what the previous one returned."""
+
+
+@hookspec
+def on_event(run, event):
+    """Observe every event of every run: `start`, the public stream events (`reasoning`,
+    `delta`, `tool_call`, `status`, `tool_result`), the internal ones the turn stores
+    (`assistant_message` with the step's `Completion` as `event.payload`, `answer` with
+    the `TurnOutcome`), then `done` or `error`, and last `finish` (`{"status": …}`).
+    `run` is the running turn (`run.agent`, `run.principal`, `run.conversation_id`,
+    `run.inp`). An exception here is logged and never breaks the run."""
