@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 from flask import Flask
@@ -36,11 +36,6 @@ class AppState:
     db: object
     chat: ChatService = None
     tool_hooks: ToolHooks | None = None
-    authenticators: list = field(default_factory=list)   # request -> Principal | None
-    message_checks: list = field(default_factory=list)   # (agent, principal, ChatInput) -> ChatInput | None
-    answer_checks: list = field(default_factory=list)    # (agent, principal, content) -> str | None
-    turn_observers: list = field(default_factory=list)   # (turn, outcome) -> None
-    event_observers: list = field(default_factory=list)  # (turn, event): start, loop events, error, finish
 
 
 def _config(config) -> Config:

@@ -12,7 +12,7 @@ import hmac
 import secrets
 import weakref
 
-from agentd.turn.chat import Principal
+from agentd.vocab import Principal
 from agentd.errors import InvalidRequest, Unauthorized
 from agentd.store.models import ApiKey, db, utcnow
 

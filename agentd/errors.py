@@ -44,6 +44,10 @@ class ConversationBusy(ApiError):
     status, code = 409, "CONVERSATION_BUSY"
 
 
+class GuardrailBlocked(ApiError):
+    status, code = 422, "GUARDRAIL_BLOCKED"
+
+
 class ModelError(ApiError):
     status, code = 502, "MODEL_ERROR"
 

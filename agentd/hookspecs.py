@@ -33,15 +33,21 @@ def after_tool_call(tool, arguments, result, context):
 
 
 @hookspec
-def check_message(agent, message, context):
-    """Called before a user's message reaches the model. Return None to allow it, or a
-    `agentd.policies.guardrails.Verdict` to refuse it (422 GUARDRAIL_BLOCKED) or rewrite it."""
+def check_message(agent, message, context, principal, chat_input):
+    """Called before a user's message is stored and reaches the model. `message` is its
+    text (as the previous check left it), `context` an `agentd.vocab.MessageContext`
+    (agent_id, user_id, principal_kind, channel, conversation_id, context), `principal`
+    who sends it and `chat_input` the whole validated request (`agentd.vocab.ChatInput`).
+    Return None to allow it, or an `agentd.Verdict` to refuse it (422 GUARDRAIL_BLOCKED)
+    or rewrite it; raise an `agentd.errors.ApiError` to refuse with another status (rate
+    limits and quotas answer 429). Implementations may take any subset of the arguments;
+    they run one after another, each seeing the text the previous one left."""
 
 
 @hookspec
-def check_answer(agent, content, context):
+def check_answer(agent, content, context, principal):
     """Called with the final answer text before it is stored and returned. Return None to keep
-    it, or a string to replace it (redaction)."""
+    it, or a string to replace it (redaction); the next implementation sees the replacement."""
 
 
 # -- the request and the run ---------------------------------------------------------------

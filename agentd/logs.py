@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, g, request
 
+from agentd.hookspecs import hookimpl
+
 REQUEST_ID = contextvars.ContextVar("agentd_request_id", default=None)
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SECRET_ENV = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)", re.I)
@@ -246,6 +248,14 @@ def observe_turn(turn, event) -> None:
         "tool_calls": t.tool_calls if t else None, "stream": bool(turn.inp.stream)})
 
 
+class TurnLogPlugin:
+    """One log line per finished run."""
+
+    @hookimpl(trylast=True)
+    def on_event(self, run, event):
+        observe_turn(run, event)
+
+
 def install(app: Flask, state) -> None:
     """Request ids, a log line per request and per turn; call before other before_request hooks."""
     configure(state.config)
@@ -253,6 +263,4 @@ def install(app: Flask, state) -> None:
     app.before_request(_before_request)
     app.after_request(_after_request)
     app.teardown_request(_teardown)
-    observers = getattr(state, "event_observers", None)
-    if observers is not None:
-        observers.append(observe_turn)
+    state.registry.manager.register(TurnLogPlugin(), name="agentd.logs")

@@ -20,6 +20,8 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                generate_latest)
 from prometheus_client import multiprocess
 
+from agentd.hookspecs import hookimpl
+
 log = logging.getLogger("agentd.metrics")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
@@ -157,14 +159,23 @@ class Metrics:
         return Response(body, mimetype=None, content_type=CONTENT_TYPE_LATEST)
 
 
+class MetricsPlugin:
+    """Counts every run's events; first of the observers (the turn log reads what it measured)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    @hookimpl(tryfirst=True)
+    def on_event(self, run, event):
+        self.metrics.observe(run, event)
+
+
 def install(app: Flask, state) -> Metrics:
     """Create the app's metrics, count every request and turn, and serve /metrics (open)."""
     metrics = Metrics()
     app.extensions["agentd.metrics"] = metrics
     app.before_request(metrics.before_request)
     app.after_request(metrics.after_request)
-    observers = getattr(state, "event_observers", None)
-    if observers is not None:
-        observers.insert(0, metrics.observe)  # first: the turn log reads what it measured
+    state.registry.manager.register(MetricsPlugin(metrics), name="agentd.metrics")
     app.add_url_rule("/metrics", "metrics", metrics.render, methods=["GET"])
     return metrics

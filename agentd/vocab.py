@@ -125,3 +125,70 @@ class Event:
 # Event types the API forwards to clients; anything else is internal to the server.
 PUBLIC_EVENTS = frozenset(
     {"start", "reasoning", "tool_call", "status", "tool_result", "delta", "done", "error"})
+
+
+@dataclass
+class ProviderChunk:
+    """A piece of a streamed answer: `delta` text, `reasoning` text, or the final `completion`.
+
+    `progress` (no content) says the stream is alive while the model writes
+    something that is not text yet (tool-call arguments, pings); the router
+    uses it for the idle timeout and does not pass it on.
+    """
+
+    type: str  # delta | reasoning | progress | completion
+    content: str = ""
+    completion: Completion | None = None
+
+
+@dataclass
+class ChatInput:
+    """A validated chat request (the POST body of `/api/agents/{id}/chat`)."""
+
+    message: str
+    conversation_id: str | None = None
+    stream: bool = False
+    context: dict | None = None
+    system_prompt: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    mood: str | None = None
+    web: bool = False
+    images: list[Image] = field(default_factory=list)
+    metadata: dict | None = None
+    auto_title: bool = True
+    channel: str = "api"
+
+
+@dataclass
+class Principal:
+    """Who is asking: a user id, and the agents their key may use (None: all)."""
+
+    user_id: str
+    agents: list[str] | None = None
+    kind: str = "key"  # key | local | widget
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a `check_message` hook decides: refuse (with the reason shown to the user) or rewrite.
+
+    `stored` is the text kept in the history for a refused message when it must
+    not be the original (the PII rule stores it masked).
+    """
+
+    refuse: str | None = None    # the reason, sent back in the 422's `message`
+    rewrite: str | None = None   # the text to send to the model instead
+    stored: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """What a `check_message` hook knows besides the agent and the text."""
+
+    agent_id: str
+    user_id: str
+    principal_kind: str
+    channel: str
+    conversation_id: str | None
+    context: dict | None

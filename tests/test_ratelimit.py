@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from agentd.auth import create_key
-from agentd.turn.chat import Principal
+from agentd import hookimpl
+from agentd.vocab import Principal
 from tests.conftest import openai_agent
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,13 +71,15 @@ def test_widget_visitors_get_the_widget_limit(agentd_server, fake_openai):
     agent = openai_agent(fake_openai, rate_limit="5/minute", widget={"enabled": True, "rate_limit": "1/minute"})
     server = agentd_server({"bot": agent})
 
-    def visitor(request):
-        name = request.headers.get("X-Test-Visitor")
-        return Principal(user_id=f"widget:bot:{name}", agents=["bot"], kind="widget") if name else None
+    class Visitors:
+        @hookimpl
+        def authenticate(self, request):
+            name = request.headers.get("X-Test-Visitor")
+            return Principal(user_id=f"widget:bot:{name}", agents=["bot"], kind="widget") if name else None
 
-    # The widget's own authenticator is another module's; any authenticator naming a widget
-    # principal gets the widget's limit.
-    server.state.authenticators.append(visitor)
+    # The widget's own authenticator is another module's; any `authenticate` hook naming a
+    # widget principal gets the widget's limit.
+    server.state.registry.manager.register(Visitors())
 
     def chat(name):
         return server.client.post("/api/agents/bot/chat", json={"message": "hi"},

@@ -10,7 +10,7 @@ import pytest
 
 from agentd import ToolContext, ToolError, hookimpl, hookspecs
 from agentd.turn.loop import LoopSettings, run_loop
-from agentd.providers.base import ProviderChunk
+from agentd.vocab import ProviderChunk
 from agentd.tools.hooks import ToolCache, cache_key, tool_hooks_from
 from agentd.turn.toolrun import ToolHooks, ToolRunSettings, run_tool_calls
 from agentd.tools import tool_from_function

@@ -10,6 +10,7 @@ from flask_sock import Sock
 from agentd.api.errors import register_error_handlers
 from agentd.auth import any_key_exists, bearer_principal
 from agentd.errors import Forbidden
+from agentd.hookspecs import hookimpl
 
 log = logging.getLogger("agentd.api")
 
@@ -22,20 +23,26 @@ def _is_open(path: str) -> bool:
 
 
 def authenticate():
-    """Pick the user for /api/ routes: a bearer key, another authenticator, or open local mode."""
+    """Pick the user for /api/ routes through the `authenticate` hooks (the built-in one last)."""
     state = current_app.extensions["agentd"]
     if _is_open(request.path) or request.method == "OPTIONS":
         return None
-    for authenticator in state.authenticators:
-        principal = authenticator(request)
-        if principal is not None:
-            g.principal = principal
-            return None
-    open_mode = not any_key_exists()
-    if open_mode:
-        _local_callers_only(state.config)
-    g.principal = bearer_principal(request.headers.get("Authorization"), open_mode)
+    g.principal = state.registry.manager.hook.authenticate(request=request)
     return None
+
+
+class BearerAuth:
+    """The built-in `authenticate` hook: a bearer key, or everyone is `local` in open local mode."""
+
+    def __init__(self, config):
+        self.config = config
+
+    @hookimpl(trylast=True)
+    def authenticate(self, request):
+        open_mode = not any_key_exists()
+        if open_mode:
+            _local_callers_only(self.config)
+        return bearer_principal(request.headers.get("Authorization"), open_mode)
 
 
 def _is_loopback_name(host: str) -> bool:
@@ -81,6 +88,8 @@ def register_api(app: Flask) -> None:
     from agentd.api import chat, conversations
 
     register_error_handlers(app)
+    state = app.extensions["agentd"]
+    state.registry.manager.register(BearerAuth(state.config), name="agentd.bearer_auth")
     app.before_request(authenticate)
     from agentd.api import widget
     app.register_blueprint(widget.bp)

@@ -7,7 +7,7 @@ import json
 
 from flask import Request
 
-from agentd.turn.chat import ChatInput
+from agentd.vocab import ChatInput
 from agentd.errors import InvalidRequest
 from agentd.vocab import Image
 

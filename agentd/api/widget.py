@@ -17,7 +17,7 @@ with `Authorization: Widget <token>`. The rules:
   history, and nothing else.
 
 Registering the blueprint is all the wiring there is: it adds its
-authenticator to `AppState.authenticators` when registered.
+`authenticate` hook implementation when registered.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from flask import (Blueprint, Response, current_app, g, jsonify, render_template
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from agentd.api.validation import json_body
-from agentd.turn.chat import Principal
+from agentd.hookspecs import hookimpl
+from agentd.vocab import Principal
 from agentd.errors import AgentNotFound, Forbidden, InvalidRequest, Unauthorized
 from agentd.vocab import Event
 
@@ -170,7 +171,7 @@ def create_session():
 def widget_principal(req) -> Principal | None:
     """The authenticator for `Authorization: Widget <token>` (None for any other request).
 
-    Appended to `AppState.authenticators` when the blueprint is registered.
+    Registered as an `authenticate` hook implementation with the blueprint.
     """
     if req.path == SESSION_PATH:
         # The session route is open: its own checks (agent, origin) are the gate.
@@ -192,9 +193,18 @@ def widget_principal(req) -> Principal | None:
                      agents=[claims["a"]], kind="widget")
 
 
+class WidgetAuth:
+    """The widget's `authenticate` hook: widget session tokens, and the open session route."""
+
+    @hookimpl
+    def authenticate(self, request):
+        return widget_principal(request)
+
+
 @bp.record_once
 def _install_authenticator(setup_state) -> None:
-    setup_state.app.extensions["agentd"].authenticators.append(widget_principal)
+    manager = setup_state.app.extensions["agentd"].registry.manager
+    manager.register(WidgetAuth(), name="agentd.widget_auth")
 
 
 # -------------------------------------------------------- what widgets see

@@ -27,7 +27,7 @@ from typing import Iterator
 from flask import g, has_request_context
 from peewee import EXCLUDED
 
-from agentd.providers.base import ProviderChunk
+from agentd.vocab import ProviderChunk
 from agentd.store.models import CacheEntry, utcnow
 from agentd.vocab import Completion, Message, Usage
 
@@ -87,7 +87,7 @@ class CachedCaller:
 
 
 class ResponseCache:
-    """`wrap` is a `caller_wrappers` entry; `observe` a `turn_observers` entry."""
+    """`wrap` wraps a run's model caller; `observe` stores its answer (see `agentd.policies`)."""
 
     def __init__(self):
         self.misses: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # turn -> key

@@ -15,38 +15,14 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from agentd.errors import ApiError
-from agentd.providers.base import ProviderChunk
-from agentd.store import messages as store
-from agentd.store.models import Message, db
+from agentd.errors import GuardrailBlocked  # noqa: F401  (re-exported)
+from agentd.hookcalls import checked_answer
+from agentd.hookspecs import hookimpl
+from agentd.vocab import MessageContext, ProviderChunk, Verdict  # noqa: F401  (Verdict re-exported)
 
 log = logging.getLogger("agentd.policies.guardrails")
 
 DEFAULT_REDACTION = "[redacted]"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a `check_message` plugin decides: refuse (with the reason shown to the user) or rewrite."""
-
-    refuse: str | None = None    # the reason, sent back in the 422's `message`
-    rewrite: str | None = None   # the text to send to the model instead
-
-
-@dataclass(frozen=True)
-class MessageContext:
-    """What a `check_message` hook knows besides the agent and the text."""
-
-    agent_id: str
-    user_id: str
-    principal_kind: str
-    channel: str
-    conversation_id: str | None
-    context: dict | None
-
-
-class GuardrailBlocked(ApiError):
-    status, code = 422, "GUARDRAIL_BLOCKED"
 
 
 # -------------------------------------------------------------------- PII
@@ -147,44 +123,13 @@ def builtin_verdict(agent, text: str) -> Verdict | None:
     return None
 
 
-def plugin_verdict(hook, agent, text: str, context: MessageContext) -> Verdict | None:
-    """The plugins' say: any refusal wins; otherwise the first rewrite."""
-    results = [r for r in hook.check_message(agent=agent, message=text, context=context) if r]
-    for verdict in results:
-        if isinstance(verdict, Verdict) and verdict.refuse:
-            return verdict
-    return next((v for v in results if isinstance(v, Verdict) and v.rewrite is not None), None)
-
-
-def _store_refused(agent, principal, inp, text: str) -> None:
-    """Keep the refused message in the history, outside the model's window, with no turn lock."""
-    with db.atomic():
-        if inp.conversation_id:
-            conversation = store.get_owned_conversation(inp.conversation_id, principal.user_id, agent.id)
-        else:
-            conversation = store.create_conversation(agent.id, principal.user_id, inp.channel, inp.context)
-        Message.create(conversation=conversation.id, agent_id=agent.id, user_id=principal.user_id,
-                       role="user", content=text, metadata=inp.metadata, status="refused")
-
-
-def message_check(hook_caller) -> Callable:
-    """A `message_checks` entry running the built-in rules, then the plugins' hooks."""
-    def check(agent, principal, inp):
-        text = inp.message
-        context = MessageContext(agent.id, principal.user_id, principal.kind, inp.channel,
-                                 inp.conversation_id, inp.context)
-        for decide in (lambda t: builtin_verdict(agent, t),
-                       lambda t: plugin_verdict(hook_caller(), agent, t, context)):
-            verdict = decide(text)
-            if verdict and verdict.refuse:
-                # PII never lands in storage, even in a refused message.
-                stored = find_pii(text)[0] if _settings(agent).get("pii", "off") != "off" else text
-                _store_refused(agent, principal, inp, stored)
-                raise GuardrailBlocked(verdict.refuse)
-            if verdict and verdict.rewrite is not None:
-                text = verdict.rewrite
-        return dataclasses.replace(inp, message=text) if text != inp.message else None
-    return check
+def message_verdict(agent, text: str) -> Verdict | None:
+    """The built-in rules' verdict; a refused message with personal data is stored masked."""
+    verdict = builtin_verdict(agent, text)
+    if verdict and verdict.refuse and _settings(agent).get("pii", "off") != "off":
+        # PII never lands in storage, even in a refused message.
+        return dataclasses.replace(verdict, stored=find_pii(text)[0])
+    return verdict
 
 
 # ---------------------------------------------------------- the answer rules
@@ -205,23 +150,11 @@ def filter_answer(agent, content: str | None) -> str | None:
     return content
 
 
-def answer_check(hook_caller) -> Callable:
-    """An `answer_checks` entry: the agent's output rules, then the `check_answer` hooks in turn."""
-    def check(agent, principal, content):
-        original = content
-        content = filter_answer(agent, content) or content
-        for replacement in hook_caller().check_answer(agent=agent, content=content,
-                                                      context={"user_id": principal.user_id,
-                                                               "principal_kind": principal.kind}):
-            if isinstance(replacement, str):
-                content = replacement
-        return content if content != original else None
-    return check
-
-
-def guards_output(agent, hook_caller) -> bool:
+def guards_output(agent, hook) -> bool:
+    """Whether anything but the built-in plugin looks at this agent's answers."""
     rules = _settings(agent)
-    return bool(rules.get("output_blocked_patterns")) or bool(hook_caller().check_answer.get_hookimpls())
+    others = [i for i in hook.check_answer.get_hookimpls() if not isinstance(i.plugin, GuardrailsPlugin)]
+    return bool(rules.get("output_blocked_patterns")) or bool(others)
 
 
 class HeldBackCaller:
@@ -252,11 +185,29 @@ class HeldBackCaller:
                 yield chunk
 
 
-def output_wrapper(hook_caller) -> Callable:
-    """A `caller_wrappers` entry: hold back streamed deltas for agents whose answers are checked."""
-    def wrap(turn, caller):
-        if not turn.inp.stream or not guards_output(turn.agent, hook_caller):
+class GuardrailsPlugin:
+    """The built-in guardrails, registered on the plugin manager like any plugin.
+
+    Its message and answer rules run first (`tryfirst`), so personal data is masked
+    before a plugin's check sees the text; its model-call wrapper runs last
+    (`trylast`), so the deltas it holds back are the final ones.
+    """
+
+    def __init__(self, hook_caller: Callable):
+        self.hook = hook_caller  # () -> the manager's hook relay
+
+    @hookimpl(tryfirst=True)
+    def check_message(self, agent, message):
+        return message_verdict(agent, message)
+
+    @hookimpl(tryfirst=True)
+    def check_answer(self, agent, content):
+        return filter_answer(agent, content)
+
+    @hookimpl(trylast=True)
+    def wrap_model_call(self, run, caller):
+        hook = self.hook()
+        if not run.inp.stream or not guards_output(run.agent, hook):
             return None
-        check = answer_check(hook_caller)
-        return HeldBackCaller(caller, lambda text: check(turn.agent, turn.principal, text) or text)
-    return wrap
+        check = lambda text: checked_answer(hook, run.agent, run.principal, text) or text  # noqa: E731
+        return HeldBackCaller(caller, check)

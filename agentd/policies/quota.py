@@ -74,7 +74,7 @@ def _usage_upsert(m: dict):
 
 
 class Quotas:
-    """`check` is a `message_checks` entry; `observe` a `turn_observers` entry."""
+    """`check` refuses a message over the quota; `observe` counts a finished turn's tokens."""
 
     def __init__(self, clock: Callable[[], dt.date | dt.datetime]):
         self.clock = clock

@@ -56,7 +56,7 @@ def agent_rate(agent, principal) -> str | None:
 
 
 class RateLimiter:
-    """The app's limiter over one storage; `check` is a `message_checks` entry."""
+    """The app's limiter over one storage; `check` refuses a message over a limit (429)."""
 
     def __init__(self, storage_url: str, global_limit: str = ""):
         self.storage = storage.storage_from_string(storage_url or "memory://")

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 import httpx
 
-from agentd.vocab import Completion, ModelRequest
+from agentd.vocab import Completion, ModelRequest, ProviderChunk  # noqa: F401  (re-exported)
 
 log = logging.getLogger("agentd.providers")
 
@@ -34,20 +34,6 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
-
-
-@dataclass
-class ProviderChunk:
-    """A piece of a streamed answer: `delta` text, `reasoning` text, or the final `completion`.
-
-    `progress` (no content) says the stream is alive while the model writes
-    something that is not text yet (tool-call arguments, pings); the router
-    uses it for the idle timeout and does not pass it on.
-    """
-
-    type: str  # delta | reasoning | progress | completion
-    content: str = ""
-    completion: Completion | None = None
 
 
 class Provider:

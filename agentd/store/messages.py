@@ -264,3 +264,47 @@ def message_dict(row: Message) -> dict:
 
 def count_messages(conversation_id: str) -> int:
     return Message.select(pw.fn.COUNT(Message.id)).where(Message.conversation == conversation_id).scalar()
+
+
+def store_refused_message(agent_id: str, user_id: str, conversation_id: str | None, channel: str,
+                          context: dict | None, text: str, metadata: dict | None) -> None:
+    """Keep a refused message in the history, outside the model's window, with no turn lock."""
+    with db.atomic():
+        if conversation_id:
+            conversation = get_owned_conversation(conversation_id, user_id, agent_id)
+        else:
+            conversation = create_conversation(agent_id, user_id, channel, context)
+        Message.create(conversation=conversation.id, agent_id=agent_id, user_id=user_id,
+                       role="user", content=text, metadata=metadata, status="refused")
+
+
+def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: str | None,
+              channel: str, context: dict | None, title: str | None, lease: int) -> tuple[Conversation, str]:
+    """Take the conversation's turn lock (creating it when new) and store the user's message.
+
+    One transaction: the conversation (or its new context), the lock and the
+    message land together or not at all. `message` holds the message's columns
+    besides its conversation, agent and user. Returns the conversation, with
+    `user_message_id` set, and the lock's token.
+    """
+    with db.atomic():
+        if conversation_id:
+            conversation = get_owned_conversation(conversation_id, user_id, agent_id)
+            stale = conversation.busy_token is not None
+            token = acquire_turn(conversation.id, lease)
+            if stale:
+                mark_unfinished(conversation.id)
+            if context is not None:
+                Conversation.update(context=context).where(Conversation.id == conversation.id).execute()
+                conversation.context = context
+        else:
+            conversation, token = create_busy_conversation(agent_id, user_id, channel, context, title, lease)
+        user_message_id = prepared.insert(Message, {   # SQL built once (docs/benchmarks.md)
+            "conversation": conversation.id, "agent_id": agent_id, "user_id": user_id, **message})
+    conversation.user_message_id = user_message_id
+    return conversation, token
+
+
+def written_message_dict(values: dict) -> dict:
+    """The API form of a message row from the values just written (no read back)."""
+    return message_dict(Message(**values))

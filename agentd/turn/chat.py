@@ -7,54 +7,27 @@ layer can still answer them as plain JSON errors.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Iterator
 
 from agentd.agents import Agent
-from agentd.errors import AgentNotFound, ApiError, InvalidRequest
+from agentd.errors import AgentNotFound, ApiError, GuardrailBlocked, InvalidRequest
 from agentd.turn.liveturns import live_turns
 from agentd.turn.loop import LoopSettings, run_loop
 from agentd.turn.prompting import system_prompt, title_from
 from agentd.turn.recorder import TurnRecorder
+from agentd.hookcalls import checked_answer, each_impl, notify, wrapped_caller
 from agentd.store import messages as store
-from agentd.store import prepared
-from agentd.store.models import Conversation, Message, db
+from agentd.store.models import Conversation, Message
 from agentd.turn.toolrun import ToolHooks, ToolRunSettings
 from agentd.tools import ToolContext
-from agentd.vocab import Event, Image, Message as Msg, ModelRequest, ToolCall
+from agentd.vocab import (ChatInput, Event, Image, Message as Msg, MessageContext, ModelRequest, Principal,
+                          ToolCall, Verdict)
 
 log = logging.getLogger("agentd.turn.chat")
-
-
-@dataclass
-class ChatInput:
-    """A validated chat request (API.md's POST body)."""
-
-    message: str
-    conversation_id: str | None = None
-    stream: bool = False
-    context: dict | None = None
-    system_prompt: str | None = None
-    provider: str | None = None
-    model: str | None = None
-    mood: str | None = None
-    web: bool = False
-    images: list[Image] = field(default_factory=list)
-    metadata: dict | None = None
-    auto_title: bool = True
-    channel: str = "api"
-
-
-@dataclass
-class Principal:
-    """Who is asking: a user id, and the agents their key may use (None: all)."""
-
-    user_id: str
-    agents: list[str] | None = None
-    kind: str = "key"  # key | local | widget
 
 
 def _model_block(agent: Agent, inp: ChatInput) -> dict:
@@ -91,9 +64,6 @@ class ChatService:
 
     def __init__(self, state):
         self.state = state
-        # (turn, caller) -> ModelCaller | None: policies may wrap or replace the provider call
-        # (the response cache answers from storage; output guardrails hold back deltas).
-        self.caller_wrappers: list = []
 
     def agent(self, agent_id: str, principal: Principal | None = None) -> Agent:
         agent = self.state.agents.get(agent_id)
@@ -112,40 +82,43 @@ class ChatService:
         if inp.system_prompt is not None and not agent.setting("allow_system_prompt_override"):
             raise InvalidRequest("system_prompt: this agent does not allow overriding its system prompt")
         block = _model_block(agent, inp)
-        for check in self.state.message_checks:
-            inp = check(agent, principal, inp) or inp
+        inp = self._checked(agent, principal, inp)
         conversation, token = self._open_conversation(agent, principal, inp)
         return Turn(self, agent, principal, inp, conversation, token, block)
 
+    @property
+    def hook(self):
+        return self.state.registry.manager.hook
+
+    def _checked(self, agent: Agent, principal: Principal, inp: ChatInput) -> ChatInput:
+        """Run the `check_message` hooks in turn; each sees the text the previous one left."""
+        text = inp.message
+        context = MessageContext(agent.id, principal.user_id, principal.kind, inp.channel,
+                                 inp.conversation_id, inp.context)
+        for check in each_impl(self.hook.check_message):
+            verdict = check(agent=agent, message=text, context=context, principal=principal,
+                            chat_input=inp)
+            if not isinstance(verdict, Verdict):
+                continue
+            if verdict.refuse:
+                store.store_refused_message(agent.id, principal.user_id, inp.conversation_id, inp.channel,
+                                            inp.context, verdict.stored or text, inp.metadata)
+                raise GuardrailBlocked(verdict.refuse)
+            if verdict.rewrite is not None:
+                text = verdict.rewrite
+        return dataclasses.replace(inp, message=text) if text != inp.message else inp
+
     def model_caller(self, turn: "Turn"):
-        """The turn's ModelCaller: the provider chain, as the caller wrappers leave it."""
-        caller = self.state.router.caller(turn.block, stream=turn.inp.stream)
-        for wrap in self.caller_wrappers:
-            caller = wrap(turn, caller) or caller
-        return caller
+        """The turn's ModelCaller: the provider chain, as the `wrap_model_call` hooks leave it."""
+        return wrapped_caller(self.hook, turn, self.state.router.caller(turn.block, stream=turn.inp.stream))
 
     def _open_conversation(self, agent: Agent, principal: Principal, inp: ChatInput):
-        lease = self.state.config.turn_lease_seconds
-        with db.atomic():
-            if inp.conversation_id:
-                conversation = store.get_owned_conversation(inp.conversation_id, principal.user_id, agent.id)
-                stale = conversation.busy_token is not None
-                token = store.acquire_turn(conversation.id, lease)
-                if stale:
-                    store.mark_unfinished(conversation.id)
-                if inp.context is not None:
-                    Conversation.update(context=inp.context).where(Conversation.id == conversation.id).execute()
-                    conversation.context = inp.context
-            else:
-                title = title_from(inp.message) if inp.auto_title else None
-                conversation, token = store.create_busy_conversation(
-                    agent.id, principal.user_id, inp.channel, inp.context, title, lease)
-            user_message_id = prepared.insert(Message, {   # SQL built once (issue #10)
-                "conversation": conversation.id, "agent_id": agent.id, "user_id": principal.user_id,
-                "role": "user", "content": inp.message, "metadata": inp.metadata,
-                "images": [{"data": i.data, "mime_type": i.mime_type} for i in inp.images] or None})
-        conversation.user_message_id = user_message_id
-        return conversation, token
+        message = {"role": "user", "content": inp.message, "metadata": inp.metadata,
+                   "images": [{"data": i.data, "mime_type": i.mime_type} for i in inp.images] or None}
+        title = title_from(inp.message) if inp.auto_title and not inp.conversation_id else None
+        return store.open_turn(agent.id, principal.user_id, message, conversation_id=inp.conversation_id,
+                               channel=inp.channel, context=inp.context, title=title,
+                               lease=self.state.config.turn_lease_seconds)
 
 
 class Turn:
@@ -281,25 +254,20 @@ class Turn:
 
     def _done(self, outcome) -> Event:
         self.outcome = outcome
-        content = outcome.completion.message.content
-        for check in self.service.state.answer_checks:
-            content = check(self.agent, self.principal, content) or content
+        content = checked_answer(self.service.hook, self.agent, self.principal,
+                                 outcome.completion.message.content)
         self.recorder.answer(outcome.completion, content, also=self._release)
         self._released = True  # only once that transaction committed
         # The row as stored, built from what was written rather than read back.
-        message = store.message_dict(Message(**self.recorder.last_row))
+        message = store.written_message_dict(self.recorder.last_row)
         message["usage"] = outcome.usage.to_dict()
-        for observer in self.service.state.turn_observers:
-            observer(self, outcome)
-        return Event("done", {"message": message, "usage": outcome.usage.to_dict()})
+        done = Event("done", {"message": message, "usage": outcome.usage.to_dict()})
+        self._observe(done)
+        return done
 
     def _observe(self, event: Event) -> None:
-        """Tell the event observers (metrics, logs); an observer's failure never breaks the turn."""
-        for observer in self.service.state.event_observers:
-            try:
-                observer(self, event)
-            except Exception:
-                log.exception("event observer failed")
+        """Tell the `on_event` hooks (metrics, logs, quotas, plugins); a failure never breaks the turn."""
+        notify(self.service.hook, self, event)
 
     def _error_event(self, exc: ApiError) -> Event:
         event = Event("error", {"error": {"code": exc.code, "message": exc.message}}, payload=exc)

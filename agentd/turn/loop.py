@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
-from agentd.providers.base import ProviderChunk
+from agentd.vocab import ProviderChunk
 from agentd.turn.toolrun import ToolHooks, ToolRunSettings, run_tool_calls
 from agentd.tools import Tool, ToolContext
 from agentd.vocab import Completion, Event, Message, ModelRequest, ToolSpec, Usage

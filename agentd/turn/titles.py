@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from agentd.hookspecs import hookimpl
 from agentd.turn.prompting import title_from
 from agentd.providers.router import model_chain
 from agentd.store.conversations import set_title_if
@@ -72,7 +73,7 @@ def _retitle(state, block: dict, conversation_id: str, first_title: str | None,
 
 
 def title_observer(turn, outcome) -> None:
-    """Turn observer: after the first turn of a new, auto-titled conversation, ask the title model."""
+    """After the first turn of a new, auto-titled conversation, ask the title model."""
     if turn.inp.conversation_id is not None or not turn.inp.auto_title:
         return
     block = title_block(turn.agent.model)
@@ -83,6 +84,15 @@ def title_observer(turn, outcome) -> None:
     threading.Thread(target=_retitle, args=args, daemon=True, name="agentd-title").start()
 
 
+class TitlesPlugin:
+    """Model titles as a plugin: after a run's answer, maybe ask the title model."""
+
+    @hookimpl(trylast=True)
+    def on_event(self, run, event):
+        if event.type == "done":
+            title_observer(run, run.outcome)
+
+
 def install(state) -> None:
-    """Hook model titles into the app (called by the app factory)."""
-    state.turn_observers.append(title_observer)
+    """Register model titles on the app's plugin manager (called by the app factory)."""
+    state.registry.manager.register(TitlesPlugin(), name="agentd.titles")
