@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -68,6 +69,7 @@ class Agent:
     tools: dict[str, BoundTool]
     fingerprint: str
     _resolved: dict | None = field(default=None, repr=False, compare=False)
+    _probe: threading.Thread | None = field(default=None, repr=False, compare=False)
 
     @property
     def name(self) -> str:
@@ -78,11 +80,34 @@ class Agent:
         return self.spec["model"]
 
     def resolved_model(self) -> dict:
-        """The model block in use; for `provider: auto`, the candidate chosen once per load."""
-        if self._resolved is None:
-            from agentd.providers.router import choose_candidate
-            self._resolved = choose_candidate(self.model)
-        return self._resolved
+        """The model block in use; for `provider: auto`, the candidate chosen once per load.
+
+        Candidates that need a server to answer (`requires_url`) are probed in the
+        background (`probe_candidates`, started when the agent loads): a request never
+        waits on that probe. Until it has answered, such candidates count as absent.
+        """
+        if self._resolved is not None:
+            return self._resolved
+        from agentd.providers.router import choose_candidate
+        if self.model.get("provider") != "auto":
+            self._resolved = self.model
+            return self._resolved
+        self.probe_candidates()
+        return choose_candidate(self.model, probe=lambda url: False)
+
+    def probe_candidates(self) -> None:
+        """Choose the `provider: auto` candidate in a background thread (once per load)."""
+        if self.model.get("provider") != "auto" or self._probe is not None:
+            return
+        from agentd.providers.router import choose_candidate
+
+        def probe():
+            try:
+                self._resolved = choose_candidate(self.model)
+            except Exception:  # noqa: BLE001 — no candidate: requests keep answering 503 each time
+                log.warning("agent %s: no model candidate is available", self.id)
+        self._probe = threading.Thread(target=probe, daemon=True, name=f"agentd-probe-{self.id}")
+        self._probe.start()
 
     def setting(self, key: str, default=None):
         return self.spec.get(key, default)
@@ -242,5 +267,6 @@ def load_agents(folder, registry) -> tuple[dict[str, Agent], list[AgentProblem]]
             for problem in exc.problems:
                 log.error("agent file refused: %s", problem)
             continue
+        agent.probe_candidates()
         agents[agent.id] = agent
     return agents, problems

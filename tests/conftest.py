@@ -14,8 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.openai_server import FakeOpenAI, Reply  # noqa: F401  (re-exported for tests)
-from tests.fakes.server import LoopbackServer, agent_yaml
+# Servers in tests log warnings and errors only: an info line written by a server thread
+# after its test ended would land in pytest's progress output. Tests about logging set
+# their own level.
+os.environ.setdefault("AGENTD_LOG_LEVEL", "WARNING")
+
+from tests.fakes.openai_server import FakeOpenAI, Reply  # noqa: E402,F401  (re-exported for tests)
+from tests.fakes.server import LoopbackServer, agent_yaml  # noqa: E402
 
 
 @pytest.fixture

@@ -63,7 +63,8 @@ def choose_candidate(model: dict, probe: Callable[[str], bool] | None = None) ->
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=0.5).status_code < 500
+        # In the background (Agent.probe_candidates): no request waits on this.
+        return httpx.get(url, timeout=2.0).status_code < 500
     except httpx.HTTPError:
         return False
 
