@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from dataclasses import dataclass
+
 from typing import Callable, Iterator
 
 from agentd.errors import GuardrailBlocked  # noqa: F401  (re-exported)

@@ -1,4 +1,4 @@
 """Model providers. Each adapter keeps its wire format to itself."""
-from agentd.providers.base import Provider, ProviderChunk, ProviderError
+from agentd.providers.base import HttpProvider, Provider, ProviderChunk, ProviderError
 
-__all__ = ["Provider", "ProviderChunk", "ProviderError"]
+__all__ = ["HttpProvider", "Provider", "ProviderChunk", "ProviderError"]

@@ -14,8 +14,7 @@ from typing import Iterator
 
 import httpx
 
-from agentd.providers.base import (Provider, ProviderChunk, ProviderError, default_timeout,
-                                   status_error, upstream_error)
+from agentd.providers.base import HttpProvider, ProviderChunk, ProviderError, upstream_error
 from agentd.providers.sse import iter_sse_events
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 
@@ -232,7 +231,7 @@ def _json_event(data: str) -> dict:
     return event
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HttpProvider):
     """Claude models over the Messages API."""
 
     @property
@@ -246,36 +245,22 @@ class AnthropicProvider(Provider):
             headers["x-api-key"] = key
         return headers
 
-    def complete(self, request: ModelRequest) -> Completion:
-        try:
-            response = self.http.post(f"{self.base_url}/v1/messages", headers=self.headers(),
-                                      timeout=default_timeout(self.config),
-                                      json=request_body(request, self.config, False))
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{NAME}: {exc.__class__.__name__}", unavailable=True,
-                                retryable=True) from exc
-        if response.status_code >= 400:
-            raise status_error(response, NAME)
-        try:
-            return parse_response(response.json())
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProviderError(f"{NAME} sent a malformed answer: {exc!r}") from exc
+    label = NAME
 
-    def stream(self, request: ModelRequest) -> Iterator[ProviderChunk]:
-        state = _StreamState()
-        try:
-            with self.http.stream("POST", f"{self.base_url}/v1/messages", headers=self.headers(),
-                                  json=request_body(request, self.config, True),
-                                  timeout=default_timeout(self.config)) as response:
-                if response.status_code >= 400:
-                    raise status_error(response, NAME)
-                yield from self._events(response, state)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{NAME} stream failed: {exc.__class__.__name__}",
-                                unavailable=not state.produced, retryable=True) from exc
-        if not state.finished:
-            raise ProviderError(f"{NAME} stream ended before the answer was complete")
-        yield ProviderChunk("completion", completion=state.completion())
+    def endpoint(self, request: ModelRequest, stream: bool) -> str:
+        return f"{self.base_url}/v1/messages"
+
+    def body(self, request: ModelRequest, stream: bool) -> dict:
+        return request_body(request, self.config, stream)
+
+    def parse_answer(self, data, request: ModelRequest) -> Completion:
+        return parse_response(data)
+
+    def stream_state(self, request: ModelRequest) -> _StreamState:
+        return _StreamState()
+
+    def stream_chunks(self, response: httpx.Response, state: _StreamState) -> Iterator[ProviderChunk]:
+        return self._events(response, state)
 
     def _events(self, response: httpx.Response, state: _StreamState) -> Iterator[ProviderChunk]:
         for _, data in iter_sse_events(response):

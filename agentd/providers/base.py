@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+
 from typing import Callable, Iterator
 
 import httpx
@@ -57,6 +57,75 @@ class Provider:
 
     def close(self) -> None:
         self.http.close()
+
+
+class HttpProvider(Provider):
+    """The skeleton every HTTP adapter shares (template method): send, map errors, parse.
+
+    An adapter supplies only its wire format: `label`, `endpoint`, `headers`, `body`,
+    `parse_answer` for a whole answer, and `stream_state` + `stream_chunks` for a
+    streamed one. The state object assembles the answer and tells `finished`,
+    `produced` (some text reached the client) and `completion()`.
+    """
+
+    label = "provider"
+    MALFORMED = (ValueError, KeyError, IndexError, TypeError, AttributeError)
+
+    def endpoint(self, request: ModelRequest, stream: bool) -> str:
+        raise NotImplementedError
+
+    def headers(self) -> dict:
+        return {}
+
+    def body(self, request: ModelRequest, stream: bool) -> dict:
+        raise NotImplementedError
+
+    def parse_answer(self, data, request: ModelRequest) -> Completion:
+        raise NotImplementedError
+
+    def stream_state(self, request: ModelRequest):
+        raise NotImplementedError
+
+    def stream_chunks(self, response: httpx.Response, state) -> Iterator[ProviderChunk]:
+        """The chunks of a streamed answer; returns once the state is finished."""
+        raise NotImplementedError
+
+    def complete(self, request: ModelRequest) -> Completion:
+        try:
+            response = self.http.post(self.endpoint(request, False), json=self.body(request, False),
+                                      headers=self.headers(), timeout=default_timeout(self.config))
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"{self.label}: {exc.__class__.__name__}", unavailable=True,
+                                retryable=True) from exc
+        if response.status_code >= 400:
+            raise status_error(response, self.label)
+        try:
+            return self.parse_answer(response.json(), request)
+        except self.MALFORMED as exc:
+            raise ProviderError(f"{self.label} sent a malformed answer: {exc!r}") from exc
+
+    def stream(self, request: ModelRequest) -> Iterator[ProviderChunk]:
+        state = self.stream_state(request)
+        try:
+            with self.http.stream("POST", self.endpoint(request, True), json=self.body(request, True),
+                                  headers=self.headers(), timeout=default_timeout(self.config)) as response:
+                if response.status_code >= 400:
+                    raise status_error(response, self.label)
+                yield from self.stream_chunks(response, state)
+                if state.finished:
+                    yield ProviderChunk("completion", completion=state.completion())
+                    # The router stops at the completion; reading on to the body's end
+                    # (off the turn's path) lets the connection go back to the pool: a
+                    # response closed early costs a new connection on the next call.
+                    for _ in response.iter_bytes():
+                        pass
+        except httpx.HTTPError as exc:
+            if state.finished:
+                return  # the answer was complete; only the body's tail failed
+            raise ProviderError(f"{self.label} stream failed: {exc.__class__.__name__}",
+                                unavailable=not state.produced, retryable=True) from exc
+        if not state.finished:
+            raise ProviderError(f"{self.label} stream ended before the answer was complete")
 
 
 ProviderFactory = Callable[..., Provider]

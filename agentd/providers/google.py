@@ -14,8 +14,7 @@ from typing import Iterator
 
 import httpx
 
-from agentd.providers.base import (Provider, ProviderChunk, ProviderError, default_timeout,
-                                   status_error, upstream_error)
+from agentd.providers.base import HttpProvider, ProviderChunk, ProviderError, upstream_error
 from agentd.providers.sse import iter_sse_data
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 
@@ -248,7 +247,7 @@ def _json_chunk(data: str) -> dict:
     return chunk
 
 
-class GoogleProvider(Provider):
+class GoogleProvider(HttpProvider):
     """Gemini models over the Generative Language API."""
 
     @property
@@ -264,39 +263,25 @@ class GoogleProvider(Provider):
         key = os.environ.get(self.config.get("api_key_env") or "GEMINI_API_KEY")
         return {"x-goog-api-key": key} if key else {}
 
-    def complete(self, request: ModelRequest) -> Completion:
-        try:
-            response = self.http.post(self.url(request.model, False), headers=self.headers(),
-                                      timeout=default_timeout(self.config),
-                                      json=request_body(request, self.config))
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{NAME}: {exc.__class__.__name__}", unavailable=True,
-                                retryable=True) from exc
-        if response.status_code >= 400:
-            raise status_error(response, NAME)
+    label = NAME
+
+    def endpoint(self, request: ModelRequest, stream: bool) -> str:
+        return self.url(request.model, stream)
+
+    def body(self, request: ModelRequest, stream: bool) -> dict:
+        return request_body(request, self.config)
+
+    def parse_answer(self, data, request: ModelRequest) -> Completion:
         answer = _Answer(_calls_so_far(request.messages))
-        try:
-            for _ in answer.feed(response.json()):
-                pass
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ProviderError(f"{NAME} sent a malformed answer: {exc!r}") from exc
+        for _ in answer.feed(data):
+            pass
         return answer.completion()
 
-    def stream(self, request: ModelRequest) -> Iterator[ProviderChunk]:
-        answer = _Answer(_calls_so_far(request.messages))
-        try:
-            with self.http.stream("POST", self.url(request.model, True), headers=self.headers(),
-                                  json=request_body(request, self.config),
-                                  timeout=default_timeout(self.config)) as response:
-                if response.status_code >= 400:
-                    raise status_error(response, NAME)
-                yield from self._chunks(response, answer)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{NAME} stream failed: {exc.__class__.__name__}",
-                                unavailable=not answer.produced, retryable=True) from exc
-        if not answer.finished:
-            raise ProviderError(f"{NAME} stream ended before the answer was complete")
-        yield ProviderChunk("completion", completion=answer.completion())
+    def stream_state(self, request: ModelRequest) -> _Answer:
+        return _Answer(_calls_so_far(request.messages))
+
+    def stream_chunks(self, response: httpx.Response, answer: _Answer) -> Iterator[ProviderChunk]:
+        return self._chunks(response, answer)
 
     def _chunks(self, response: httpx.Response, answer: _Answer) -> Iterator[ProviderChunk]:
         for data in iter_sse_data(response):

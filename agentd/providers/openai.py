@@ -7,8 +7,7 @@ from typing import Iterator
 
 import httpx
 
-from agentd.providers.base import (Provider, ProviderChunk, ProviderError, default_timeout, status_error,
-                                   upstream_error)
+from agentd.providers.base import HttpProvider, ProviderChunk, ProviderError, upstream_error
 from agentd.providers.sse import iter_sse_data
 from agentd.vocab import Completion, Message, ModelRequest, ToolCall, Usage
 
@@ -87,6 +86,10 @@ class _StreamState:
         self.model: str | None = None
         self.finished = False
 
+    @property
+    def produced(self) -> bool:
+        return bool(self.text or self.calls)
+
     def feed(self, chunk: dict) -> Iterator[ProviderChunk]:
         if "error" in chunk:
             error = chunk["error"] if isinstance(chunk["error"], dict) else {"message": str(chunk["error"])}
@@ -127,7 +130,7 @@ class _StreamState:
         return Completion(message=message, usage=self.usage, model=self.model)
 
 
-class OpenAICompatible(Provider):
+class OpenAICompatible(HttpProvider):
     """Chat Completions over httpx; `base_url` points it at any compatible server."""
 
     preset = "openai"
@@ -141,51 +144,29 @@ class OpenAICompatible(Provider):
         key = os.environ.get(env) if env else None
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def complete(self, request: ModelRequest) -> Completion:
-        try:
-            response = self.http.post(f"{self.base_url}/chat/completions",
-                                      json=request_body(request, False), headers=self.headers(),
-                                      timeout=default_timeout(self.config))
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{self.preset}: {exc.__class__.__name__}", unavailable=True,
-                                retryable=True) from exc
-        if response.status_code >= 400:
-            raise status_error(response, self.preset)
-        try:
-            data = response.json()
-            message = parse_message(data["choices"][0]["message"])
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ProviderError(f"{self.preset} sent a malformed answer: {exc!r}") from exc
+    @property
+    def label(self) -> str:
+        return self.preset
+
+    def endpoint(self, request: ModelRequest, stream: bool) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def body(self, request: ModelRequest, stream: bool) -> dict:
+        return request_body(request, stream)
+
+    def parse_answer(self, data, request: ModelRequest) -> Completion:
+        message = parse_message(data["choices"][0]["message"])
         return Completion(message=message, usage=parse_usage(data.get("usage")), model=data.get("model"))
 
-    def stream(self, request: ModelRequest) -> Iterator[ProviderChunk]:
-        state = _StreamState()
-        try:
-            with self.http.stream("POST", f"{self.base_url}/chat/completions",
-                                  json=request_body(request, True), headers=self.headers(),
-                                  timeout=default_timeout(self.config)) as response:
-                if response.status_code >= 400:
-                    raise status_error(response, self.preset)
-                events = iter_sse_data(response)
-                for data in events:
-                    if data == "[DONE]":
-                        state.finished = True
-                        break
-                    yield from state.feed(_json_chunk(data, self.preset))
-                if state.finished:
-                    yield ProviderChunk("completion", completion=state.completion())
-                    # The router stops at the completion; reading on to the body's end
-                    # (off the turn's path) lets the connection go back to the pool: a
-                    # response closed early costs a new connection on the next call.
-                    for _ in events:
-                        pass
-        except httpx.HTTPError as exc:
-            if state.finished:
-                return  # the answer was complete; only the body's tail failed
-            raise ProviderError(f"{self.preset} stream failed: {exc.__class__.__name__}",
-                                unavailable=not (state.text or state.calls), retryable=True) from exc
-        if not state.finished:
-            raise ProviderError(f"{self.preset} stream ended before the answer was complete")
+    def stream_state(self, request: ModelRequest) -> "_StreamState":
+        return _StreamState()
+
+    def stream_chunks(self, response: httpx.Response, state: "_StreamState") -> Iterator[ProviderChunk]:
+        for data in iter_sse_data(response):
+            if data == "[DONE]":
+                state.finished = True
+                return
+            yield from state.feed(_json_chunk(data, self.preset))
 
 
 def _json_chunk(data: str, provider: str) -> dict:
