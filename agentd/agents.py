@@ -124,7 +124,7 @@ class Agent:
         return {"provider": model["provider"], "name": model.get("name", "")}
 
     def info(self) -> dict:
-        """The public description (API.md AgentInfo): never a secret or the system prompt."""
+        """The public description (docs/api.md AgentInfo): never a secret or the system prompt."""
         return {"id": self.id, "name": self.name, "description": self.spec.get("description", ""),
                 "model": self._public_model(),
                 "tools": list(self.tools), "widget": {"enabled": bool(self.widget.get("enabled"))}}

@@ -1,4 +1,4 @@
-"""Errors a user can cause, each with the status and code of API.md."""
+"""Errors a user can cause, each with the status and code of docs/api.md."""
 from __future__ import annotations
 
 

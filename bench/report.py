@@ -85,7 +85,7 @@ def write_rows(writes: dict) -> list[Row]:
                         "", "", "no database write per delta", verdict(fifty.statements == one.statements)))
     plain = writes.get("non-streamed")
     if plain:
-        # The user message must be stored before the model is called (API.md); the answer's
+        # The user message must be stored before the model is called (docs/api.md); the answer's
         # messages then land together, and the turn lock is released in its own statement.
         rows.append(Row("transactions holding the turn's generated messages", "1 (user message before "
                         "the call: 1 more)", "", "", "one transaction per turn for its messages", "met"))

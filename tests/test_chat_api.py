@@ -1,4 +1,4 @@
-"""The non-streamed chat API of API.md: agents, send, history paging, clear, and its errors."""
+"""The non-streamed chat API of docs/api.md: agents, send, history paging, clear, and its errors."""
 import pytest
 
 from tests.conftest import Reply, openai_agent

@@ -1,4 +1,4 @@
-"""Plugin discovery from the three places DESIGN.md names, and a demo-model tool loop."""
+"""Plugin discovery from the three places docs/plugins.md names, and a demo-model tool loop."""
 import json
 import textwrap
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Agents and chat routes of API.md: list agents, send (JSON, SSE, WebSocket), history, clear."""
+"""Agents and chat routes of docs/api.md: list agents, send (JSON, SSE, WebSocket), history, clear."""
 from __future__ import annotations
 
 

@@ -1,4 +1,4 @@
-"""The conversation routes of API.md: list, read (paged), rename, delete, truncate.
+"""The conversation routes of docs/api.md: list, read (paged), rename, delete, truncate.
 
 Ownership is checked in the store (`store.owned`) on every route: another
 user's conversation is a 403 that names nothing of it.

@@ -1,4 +1,4 @@
-"""Every error, on every route, in API.md's one shape."""
+"""Every error, on every route, in docs/api.md's one shape."""
 from __future__ import annotations
 
 import logging

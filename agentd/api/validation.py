@@ -68,7 +68,7 @@ def _image(item, index: int) -> Image:
 
 
 def chat_input(body: dict, channel: str = "api") -> ChatInput:
-    """API.md's POST /chat body as a ChatInput."""
+    """docs/api.md's POST /chat body as a ChatInput."""
     message = body.get("message")
     if not isinstance(message, str) or not message.strip():
         raise InvalidRequest("message: required, a non-empty string")

@@ -1,4 +1,4 @@
-"""`Idempotency-Key` for POST /api/agents/{id}/chat (API.md).
+"""`Idempotency-Key` for POST /api/agents/{id}/chat (docs/api.md).
 
 A retried request with the same key and body gets the first result (same
 message ids) and the provider is called once. The record is claimed by

@@ -190,7 +190,7 @@ def _next(chunks: queue.Queue, limits: dict, deadline: float, first: bool, label
     try:
         return chunks.get(timeout=wait)
     except queue.Empty:
-        # API.md: timeouts are PROVIDER_UNAVAILABLE, even after some text arrived.
+        # docs/api.md: timeouts are PROVIDER_UNAVAILABLE, even after some text arrived.
         raise ProviderError(f"{label} timed out ({which} timeout of {limits[which]}s)",
                             unavailable=True, retryable=True) from None
 

@@ -50,7 +50,7 @@ def _last_message_dict(row: Message | None) -> dict | None:
 
 
 def summary(conversation: Conversation, count: int, last: Message | None) -> dict:
-    """A conversation as listed (API.md), with its owner."""
+    """A conversation as listed (docs/api.md), with its owner."""
     return {"id": conversation.id, "agent_id": conversation.agent_id, "user_id": conversation.user_id,
             "title": conversation.title, "channel": conversation.channel, "message_count": count,
             "last_message": _last_message_dict(last), "created_at": iso(conversation.created_at),

@@ -14,7 +14,7 @@ UNFINISHED = "streaming"
 
 
 def new_conversation_id() -> str:
-    # 128 random bits: unguessable, as API.md asks (at least 96).
+    # 128 random bits: unguessable, as docs/api.md asks (at least 96).
     return "conv_" + secrets.token_urlsafe(16)
 
 
@@ -241,7 +241,7 @@ def unfinished_lease_expiry() -> dt.datetime | None:
 
 
 def message_dict(row: Message) -> dict:
-    """A stored message in API.md's shape."""
+    """A stored message in docs/api.md's shape."""
     data = {"id": row.id, "role": row.role, "content": row.content,
             "conversation_id": row.conversation_id, "created_at": iso(row.created_at)}
     if row.role == "assistant":

@@ -109,7 +109,7 @@ class TurnRecorder:
     def fail(self, status: str) -> int | None:
         """End the turn as `partial` or `error`, keeping any text already produced.
 
-        With no text, no assistant row is left (API.md: an error turn leaves an
+        With no text, no assistant row is left (docs/api.md: an error turn leaves an
         assistant message only if some content was produced); an eager row opened
         for the `start` event is removed again.
         """
