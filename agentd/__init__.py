@@ -1,10 +1,11 @@
 """agentd: a self-hosted agent platform. The public plugin API is what this module exports."""
 from agentd.hookspecs import hookimpl
-from agentd.tools import Tool, ToolContext, ToolError, Toolset
+from agentd.tools import Tool, ToolContext, ToolError, Toolset, frame_untrusted
 from agentd.vocab import Verdict
 
 __version__ = "0.1.0"
-__all__ = ["hookimpl", "Tool", "ToolContext", "ToolError", "Toolset", "Verdict", "__version__"]
+__all__ = ["hookimpl", "Tool", "ToolContext", "ToolError", "Toolset", "Verdict", "frame_untrusted",
+           "__version__"]
 
 
 def create_app(config=None):

@@ -234,6 +234,17 @@ def _check_patterns(path: str, spec: dict, root: yaml.Node) -> list[AgentProblem
     return problems
 
 
+def _check_widget_tools(path: str, spec: dict, root: yaml.Node, tools: dict) -> list[AgentProblem]:
+    """`widget.tools` may only name tools the agent has (a typo would silently allow nothing)."""
+    problems = []
+    for index, name in enumerate((spec.get("widget") or {}).get("tools") or []):
+        if name not in tools:
+            node = _node_at(root, ["widget", "tools", index])
+            problems.append(AgentProblem(path, node.start_mark.line + 1, f"widget.tools.{index}",
+                                         f"'{name}' is not one of this agent's tools"))
+    return problems
+
+
 def load_agent(path: Path, registry) -> Agent:
     """Load and validate one agent file; raises AgentLoadError listing every problem."""
     agent_id = path.stem
@@ -245,6 +256,9 @@ def load_agent(path: Path, registry) -> Agent:
     if problems:
         raise AgentLoadError(problems)
     tools = _bind_tools(str(path), data, root, registry)
+    problems = _check_widget_tools(str(path), data, root, tools)
+    if problems:
+        raise AgentLoadError(problems)
     fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return Agent(id=agent_id, path=str(path), spec=data, tools=tools, fingerprint=fingerprint)
 

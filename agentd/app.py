@@ -83,6 +83,9 @@ def create_app(config: Config | dict | None = None) -> Flask:
         with state.db.connection_context():
             config.secret_key = shared_secret("secret_key")
     app.config["SECRET_KEY"] = config.secret_key
+    # A frame over the body limit is refused by simple-websocket before it is buffered whole.
+    from agentd.api.streaming import ws_server_options
+    app.config["SOCK_SERVER_OPTIONS"] = ws_server_options(config.max_body_bytes)
     titles.install(state)
     app.extensions["agentd"] = state
     from agentd import logs, metrics, reload
@@ -90,7 +93,9 @@ def create_app(config: Config | dict | None = None) -> Flask:
     metrics.install(app, state)
     _connection_per_request(app, state.db)
     install_policies(app, state)
-    from agentd.api import register_api
+    from agentd.api import refuse_open_mode_behind_proxy, register_api
+    with state.db.connection_context():
+        refuse_open_mode_behind_proxy(config)  # an ordinary exception: gunicorn's master exits
     register_api(app)
     reload.install(app, state)
     if config.trusted_proxies:

@@ -32,6 +32,7 @@ class Config:
     turn_lease_seconds: int = 60
     secret_key: str = ""
     trusted_proxies: int = 0
+    ws_idle_timeout: float = 300.0
     rate_limit_storage: str = "memory://"
     global_rate_limit: str = ""
     log_format: str = "json"

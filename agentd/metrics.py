@@ -132,7 +132,11 @@ class Metrics:
         self.tokens.labels(turn.agent.id, "completion").inc(usage.completion_tokens)
 
     def _on_tool_result(self, turn, event, t: TurnTimings, now: float) -> None:
-        name = event.data.get("name") or "unknown"
+        # Only the agent's own tool names become label values: a name the model made up
+        # would add a series per request (and /metrics is open).
+        name = event.data.get("name")
+        if name not in turn.agent.tools:
+            name = "unknown"
         is_error = event.data.get("is_error")
         self.tool_calls.labels(name, "error" if is_error else "ok").inc()
         t.tool_calls += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import httpx
@@ -22,16 +23,29 @@ def _events(response: httpx.Response):
         yield json.loads(data)
 
 
+# C0 controls but tab and newline, DEL, and C1 controls (U+009B is a one-character CSI).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text) -> str:
+    """Text safe for a terminal: control characters shown as `\\x1b`, never obeyed.
+
+    Model output (and what a web page put into it) could otherwise move the cursor,
+    rewrite earlier lines, set the window title or, on some terminals, answer back.
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text).replace("\r\n", "\n"))
+
+
 def _show(event: dict, out) -> None:
     kind = event["type"]
     if kind == "delta":
-        out.write(event["content"])
+        out.write(printable(event["content"]))
     elif kind == "status":
-        out.write(f"\n  … {event['message']}\n")
+        out.write(f"\n  … {printable(event['message'])}\n")
     elif kind == "tool_call":
-        out.write(f"\n  [tool {event['tool_call']['function']['name']}]\n")
+        out.write(f"\n  [tool {printable(event['tool_call']['function']['name'])}]\n")
     elif kind == "error":
-        out.write(f"\n[error {event['error']['code']}] {event['error']['message']}")
+        out.write(f"\n[error {printable(event['error']['code'])}] {printable(event['error']['message'])}")
     out.flush()
 
 
@@ -40,7 +54,7 @@ def _refused(response: httpx.Response, out) -> None:
         error = json.loads(response.read() or b"{}").get("error", {})
     except ValueError:
         error = {"code": "HTTP", "message": response.reason_phrase}
-    out.write(f"[{response.status_code} {error.get('code')}] {error.get('message')}\n")
+    out.write(f"[{response.status_code} {printable(error.get('code'))}] {printable(error.get('message'))}\n")
 
 
 def _turn(client: httpx.Client, url: str, headers: dict, body: dict, out) -> str | None:

@@ -267,7 +267,8 @@ def test_named_queries_through_the_chat_api(agentd_server, fake_openai, shop):
     assert response.status_code == 200, response.text
     assert response.json()["content"] == "Order 12 is lost."
     sent = {m["tool_call_id"]: m["content"] for m in fake_openai.requests[1]["messages"] if m["role"] == "tool"}
-    assert json.loads(sent["call_1"])["rows"] == [{"id": 12, "status": "lost"}]
+    framed = sent["call_1"].split("<untrusted-content>\n", 1)[1].rsplit("\n</untrusted-content>", 1)[0]
+    assert json.loads(framed)["rows"] == [{"id": 12, "status": "lost"}]  # rows are framed as data
     assert sent["call_2"].startswith("Error:")
     assert count(shop, "orders") == 3
     tools = [t["function"]["name"] for t in fake_openai.requests[0]["tools"]]

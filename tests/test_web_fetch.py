@@ -89,7 +89,8 @@ def test_web_fetch_refuses_every_private_route_through_the_chat_api(
                                  "public.test": [PRETEND_PUBLIC]},
                           routes={(PRETEND_PUBLIC, 80): pages.port})
         urls = blocked_urls(canary.port)
-        agent = openai_agent(fake_openai, tools=[{"web_fetch": {"allowed_ports": [80, 443, canary.port]}}])
+        agent = openai_agent(fake_openai, tools=[{"web_fetch": {"allowed_ports": [80, 443, canary.port]}}],
+                             max_parallel_tool_calls=len(urls))  # all in one step
         server = agentd_server({"fetcher": agent})
         fake_openai.script(Reply(tool_calls=[("web_fetch", {"url": u}) for u in urls]), Reply(content="done"))
         response = server.chat("fetcher", "fetch them all")

@@ -57,19 +57,66 @@ def _is_loopback_name(host: str) -> bool:
         return False
 
 
-def _local_callers_only(config) -> None:
-    """Open local mode trusts whoever can reach the port, so keep web pages out of it.
+def peer_address(environ) -> str:
+    """The address of the socket's other end, as the server saw it (before ProxyFix rewrote it)."""
+    original = environ.get("werkzeug.proxy_fix.orig") or {}
+    return original.get("REMOTE_ADDR") or environ.get("REMOTE_ADDR") or ""
 
-    Any site the local user visits could otherwise POST to 127.0.0.1 (a text/plain
-    POST needs no CORS preflight) or open a WebSocket, and a DNS-rebound name
-    (evil.example -> 127.0.0.1) would even read the answers. Browsers always send
-    Origin on those requests and the rebound name in Host; curl and the CLI don't.
+
+def _is_loopback_address(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False  # a Unix socket (empty address) may be a local reverse proxy: not trusted
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _local_callers_only(config) -> None:
+    """Open local mode trusts whoever can reach the port, so keep everyone else out of it.
+
+    The peer's own address must be loopback: a forwarded header never counts, and
+    behind a trusted proxy every request arrives from the proxy, so open mode is
+    off there altogether. Any site the local user visits could also POST to
+    127.0.0.1 (a text/plain POST needs no CORS preflight) or open a WebSocket, and
+    a DNS-rebound name (evil.example -> 127.0.0.1) would even read the answers.
+    Browsers always send Origin on those requests and the rebound name in Host;
+    curl and the CLI don't.
     """
+    if config.trusted_proxies:
+        raise Forbidden("Open local mode is off behind a reverse proxy; use an API key")
     origin = request.headers.get("Origin")
     if origin is not None and origin != request.host_url.rstrip("/"):
         raise Forbidden("Open local mode does not answer pages on other sites; use an API key")
-    if not config.allow_open_remote and not _is_loopback_name(request.host):
+    if config.allow_open_remote:
+        return
+    if not _is_loopback_address(peer_address(request.environ)) or not _is_loopback_name(request.host):
         raise Forbidden("Open local mode answers loopback addresses only; use an API key")
+
+
+def refuse_open_mode_behind_proxy(config) -> None:
+    """At start: trusted proxies and no API key (open local mode) do not go together."""
+    if config.trusted_proxies and not any_key_exists():
+        raise RuntimeError(
+            "AGENTD_TRUSTED_PROXIES is set but no API key exists: open local mode serves only "
+            "loopback peers and never behind a proxy. Create a key first "
+            "(agentd keys create --user NAME) or unset AGENTD_TRUSTED_PROXIES.")
+
+
+# agentd's own pages (the demo page, later the console): no inline script, no framing.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+            "form-action 'self'; object-src 'none'")
+
+
+def security_headers(response):
+    """nosniff everywhere; a strict Content-Security-Policy on HTML pages agentd serves."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    if response.mimetype == "text/html":
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 def healthz():
@@ -91,6 +138,7 @@ def register_api(app: Flask) -> None:
     state = app.extensions["agentd"]
     state.registry.manager.register(BearerAuth(state.config), name="agentd.bearer_auth")
     app.before_request(authenticate)
+    app.after_request(security_headers)
     from agentd.api import widget
     app.register_blueprint(widget.bp)
     app.add_url_rule("/healthz", "healthz", healthz)

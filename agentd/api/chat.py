@@ -90,7 +90,8 @@ def get_history(agent_id):
 def clear_history(agent_id):
     service().agent(agent_id, g.principal)
     conversation_id = _history_filter(agent_id)
-    deleted = store.clear_messages(agent_id, g.principal.user_id, conversation_id)
+    deleted = store.clear_messages(agent_id, g.principal.user_id, conversation_id,
+                                   state().config.turn_lease_seconds)
     return jsonify({"success": True, "deleted": deleted})
 
 
@@ -102,7 +103,7 @@ def websocket_session(ws, agent_id: str, channel: str = "ws", filter_event=None)
         ws.send(error_frame(exc.code, exc.message))
         return
     while True:
-        body = ws_next_message(ws)
+        body = ws_next_message(ws, state().config.ws_idle_timeout)
         if body is None:
             return  # the socket closed, or the server is shutting down
         _ws_turn(ws, agent_id, body, channel, filter_event)

@@ -13,7 +13,11 @@ import contextlib
 import json
 import queue
 import threading
+import time
 from typing import Iterator
+
+from wsproto.events import CloseConnection, TextMessage
+from wsproto.frame_protocol import CloseReason
 
 from agentd.errors import ApiError
 from agentd.turn.liveturns import live_turns
@@ -121,19 +125,68 @@ def error_frame(code: str, message: str) -> str:
     return json.dumps({"type": "error", "error": {"code": code, "message": message}})
 
 
-def ws_next_message(ws) -> dict | None:
-    """The next `message` frame of an idle socket; None when it closed or the server stops."""
+def ws_next_message(ws, idle_timeout: float | None = None) -> dict | None:
+    """The next `message` frame of an idle socket; None when it closed, idled out or the server stops.
+
+    A socket that sends nothing for `idle_timeout` seconds between turns is closed:
+    an open socket costs a greenlet and a file descriptor, and a client that went
+    quiet without closing would otherwise hold them forever.
+    """
+    quiet_since = time.monotonic()
     while not live_turns.closing:
         frame = ws.receive(timeout=WS_IDLE_SECONDS)
         if frame is None:
             if not getattr(ws, "connected", True):
                 return None
+            if idle_timeout and time.monotonic() - quiet_since >= idle_timeout:
+                _close_idle(ws, idle_timeout)
+                return None
             continue
+        quiet_since = time.monotonic()
         body = _parse_frame(ws, frame)
         if body is not None and body.get("type") == "message":
             return body
         # a cancel with no running turn, or an unknown frame: nothing to do
     return None
+
+
+def _close_idle(ws, idle_timeout: float) -> None:
+    with contextlib.suppress(Exception):  # the client may have gone at the same moment
+        ws.close(reason=CloseReason.NORMAL_CLOSURE, message=f"idle for {idle_timeout:g} s")
+
+
+class _TooBigNotice:
+    """simple-websocket's connection, telling the client why before closing a too-big frame.
+
+    simple-websocket stops reading a message at `max_message_size` and closes
+    with 1009; API.md also wants an `error` frame first, so it is sent just
+    before that close frame (same wsproto connection, so framing stays right).
+    """
+
+    def __init__(self, connection):
+        self._connection = connection
+
+    def __getattr__(self, name):
+        return getattr(self._connection, name)
+
+    def send(self, event):
+        if isinstance(event, CloseConnection) and event.code == CloseReason.MESSAGE_TOO_BIG:
+            notice = error_frame("PAYLOAD_TOO_LARGE", "frame: larger than the body limit; closing")
+            return self._connection.send(TextMessage(data=notice)) + self._connection.send(event)
+        return self._connection.send(event)
+
+
+def _reader_thread(target):
+    """simple-websocket's `thread_class`: wrap the connection before its reader starts."""
+    server = getattr(target, "__self__", None)
+    if server is not None and not isinstance(server.ws, _TooBigNotice):
+        server.ws = _TooBigNotice(server.ws)
+    return threading.Thread(target=target, daemon=True)
+
+
+def ws_server_options(max_bytes: int) -> dict:
+    """flask-sock's SOCK_SERVER_OPTIONS: frames over `max_bytes` are refused while arriving."""
+    return {"max_message_size": max_bytes, "thread_class": _reader_thread}
 
 
 def ws_stream(ws, turn, filter_event=None, scope=contextlib.nullcontext, release=None) -> None:
@@ -166,7 +219,10 @@ def _ws_incoming(ws, turn) -> None:
 
 def _parse_frame(ws, frame) -> dict | None:
     try:
-        body = json.loads(frame)
+        body = json.loads(frame, parse_constant=_no_constant)
+    except _NotANumber as exc:
+        ws.send(error_frame("INVALID_REQUEST", f"frame: {exc}"))
+        return None
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         ws.send(error_frame("INVALID_REQUEST", "frame: malformed JSON"))
         return None
@@ -174,6 +230,15 @@ def _parse_frame(ws, frame) -> dict | None:
         ws.send(error_frame("INVALID_REQUEST", "frame: expected a JSON object"))
         return None
     return body
+
+
+class _NotANumber(Exception):
+    pass
+
+
+def _no_constant(name: str):
+    # Python's json accepts NaN and ±Infinity; JSON does not.
+    raise _NotANumber(f"{name} is not a JSON number")
 
 
 def abort_live_turns() -> int:

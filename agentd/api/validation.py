@@ -24,10 +24,16 @@ def _bounded_int(text: str) -> int:
     return value
 
 
+def _not_a_number(name: str):
+    # Python's json accepts NaN and ±Infinity; JSON does not, and neither database stores them.
+    raise InvalidRequest(f"body: {name} is not a JSON number")
+
+
 def json_body(request: Request) -> dict:
     """The request's JSON object, or 400."""
     try:
-        body = json.loads(request.get_data(cache=True) or b"null", parse_int=_bounded_int)
+        body = json.loads(request.get_data(cache=True) or b"null", parse_int=_bounded_int,
+                          parse_constant=_not_a_number)
     except (ValueError, UnicodeDecodeError):
         raise InvalidRequest("body: malformed JSON") from None
     except RecursionError:  # `[[[[…` a hundred thousand deep: the parser's stack, not ours

@@ -12,9 +12,13 @@ with `Authorization: Widget <token>`. The rules:
   when the host site's backend vouches for a user with an HMAC), so it sees
   only its own conversations; its conversations have channel `widget`.
 - Widget traffic sees widget-safe events only: no tool arguments, tool
-  results or reasoning unless the agent's `widget.show_tools` /
-  `widget.show_reasoning` says so. A widget token can chat and read its
-  history, and nothing else.
+  results, tools' own progress lines (they quote arguments) or reasoning
+  unless the agent's `widget.show_tools` / `widget.show_reasoning` says so.
+  A widget token can chat and read its history, and nothing else; its turns
+  may use only the tools `widget.tools` lists (default: all of the agent's).
+- New sessions and turns are also limited per client address
+  (`widget.sessions_per_ip`, `widget.rate_limit_per_ip`), so a script minting
+  fresh visitor ids gets no fresh budget.
 
 Registering the blueprint is all the wiring there is: it adds its
 `authenticate` hook implementation when registered.
@@ -160,6 +164,7 @@ def create_session():
     origin = request.headers.get("Origin")
     if not origin_allowed(agent, origin):
         raise Forbidden("This site may not use this agent's widget")
+    _state().rate_limiter.check_session(agent)  # per client address: fresh visitor ids reset nothing
     visitor = body.get("visitor_id")
     if not isinstance(visitor, str) or not VISITOR_ID.match(visitor):
         visitor = "v_" + secrets.token_hex(16)
@@ -219,6 +224,8 @@ def event_filter(agent):
         allowed.add("reasoning")
 
     def keep(event: Event) -> Event | None:
+        if event.type == "status" and event.data.get("tool") and "tool_call" not in allowed:
+            return None  # a tool's own progress lines quote its arguments (the query, the host)
         if event.type == "tool_call" and "tool_call" not in allowed:
             # The tool's name only, as a progress line; arguments never leave the server.
             name = ((event.data.get("tool_call") or {}).get("function") or {}).get("name") or "a tool"

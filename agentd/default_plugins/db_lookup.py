@@ -4,6 +4,13 @@ Written as any user's plugin is: a Toolset whose build(config) makes one tool
 per named query (its JSON schema from the declared parameters) and, only when
 enabled, a free read-only SQL tool over allowlisted tables.
 
+A named query may bind parameters from the caller instead of the model
+(`params: {customer_id: "{{ user.id }}"}`, rendered in the system prompt's
+sandbox with `user` = who is asking and `context` = the conversation's
+context): those are not in the tool's schema, and the model cannot replace
+them. Rows are framed as untrusted data for the model (they hold what
+customers and others typed).
+
 Read-only by construction, not by trusting the SQL: SQLite is opened with
 `mode=ro`, `query_only` and an authorizer that allows reading and nothing
 else (free SQL: only allowlisted tables and known functions); PostgreSQL runs
@@ -40,7 +47,10 @@ CONFIG_SCHEMA = {
                         "type": "object", "additionalProperties": False, "required": ["sql"],
                         "properties": {"description": {"type": "string"}, "sql": {"type": "string", "minLength": 1},
                                        "parameters": {"type": "object", "propertyNames": {"pattern": NAME},
-                                                      "additionalProperties": PARAMETER_SCHEMA}}}},
+                                                      "additionalProperties": PARAMETER_SCHEMA},
+                                       # Bound from the caller, never from the model: `{{ user.id }}`.
+                                       "params": {"type": "object", "propertyNames": {"pattern": NAME},
+                                                  "additionalProperties": {"type": "string", "minLength": 1}}}}},
         "free_sql": {"type": "object", "additionalProperties": False,
                      "properties": {"enabled": {"type": "boolean"}, "name": {"type": "string", "pattern": NAME},
                                     "description": {"type": "string"},
@@ -287,11 +297,16 @@ def run_query(url: str, sql: str, params: dict, limits: Limits, tables=None) -> 
 
 
 # ---------------------------------------------------------------- tools
-def _parameters_schema(sql: str, declared: dict | None) -> dict:
+def _parameters_schema(sql: str, declared: dict | None, bound: dict) -> dict:
+    """The JSON schema the model sees: the SQL's parameters minus the ones bound from the caller."""
     used = sql_parameters(sql)
-    declared = declared if declared is not None else {name: {"type": "string"} for name in used}
-    missing = [name for name in used if name not in declared]
-    unused = [name for name in declared if name not in used]
+    clash = [name for name in (declared or {}) if name in bound]
+    if clash:
+        raise ValueError(f"parameters {clash} are bound in `params`; they cannot also come from the model")
+    if declared is None:
+        declared = {name: {"type": "string"} for name in used if name not in bound}
+    missing = [name for name in used if name not in declared and name not in bound]
+    unused = [name for name in [*declared, *bound] if name not in used]
     if missing or unused:
         raise ValueError(f"parameters do not match the SQL: missing {missing}, unused {unused}")
     properties = {name: {k: v for k, v in spec.items() if k in ("type", "description", "enum", "default")}
@@ -302,20 +317,53 @@ def _parameters_schema(sql: str, declared: dict | None) -> dict:
     return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
 
+_CALLER = " caller"  # the ToolContext's keyword: a space, so no SQL parameter can be named so
+
+
+def _compile_bound(name: str, bound: dict) -> dict:
+    from agentd.turn.prompting import compile_template
+    try:
+        return {param: compile_template(text) for param, text in bound.items()}
+    except Exception as exc:  # a template syntax error is the agent file's problem, at load
+        raise ValueError(f"query {name}: params: {exc}") from None
+
+
+def bound_values(templates: dict, ctx) -> dict:
+    """The caller-bound parameters, rendered with `user` (who is asking) and `context`."""
+    from agentd.turn.prompting import TemplateBudgetError, render_compiled
+    variables = {"user": {"id": ctx.user_id}, "context": dict(ctx.context or {})}
+    values = {}
+    for param, template in templates.items():
+        try:
+            value = render_compiled(template, variables).strip()
+        except TemplateBudgetError as exc:
+            raise ToolError(f"parameter {param}: {exc}") from None
+        except Exception:
+            raise ToolError(f"parameter {param}: could not be filled in for this caller") from None
+        if not value:
+            # An empty id would match nothing at best and everything at worst: refuse instead.
+            raise ToolError(f"parameter {param} comes from the caller, and this caller has none")
+        values[param] = value
+    return values
+
+
 def _query_tool(name: str, spec: dict, url: str, limits: Limits) -> Tool:
     try:
         sql = check_select(spec["sql"])
     except ToolError as exc:
         raise ValueError(f"query {name}: {exc}") from None
-    schema = _parameters_schema(sql, spec.get("parameters"))
+    bound = _compile_bound(name, spec.get("params") or {})
+    schema = _parameters_schema(sql, spec.get("parameters"), bound)
     defaults = {k: p["default"] for k, p in schema["properties"].items() if "default" in p}
 
     def run(**arguments):
-        return run_query(url, sql, {**defaults, **arguments}, limits)
+        ctx = arguments.pop(_CALLER)
+        # Bound values go last: nothing the model sends can replace them.
+        return run_query(url, sql, {**defaults, **arguments, **bound_values(bound, ctx)}, limits)
 
     description = spec.get("description") or f"Run the {name} query."
     return Tool(name=name, description=description, parameters=schema, func=run,
-                timeout=limits.timeout + 5)
+                context_param=_CALLER, timeout=limits.timeout + 5, untrusted=True)
 
 
 def _free_sql_tool(spec: dict, url: str, limits: Limits) -> Tool:
@@ -331,7 +379,7 @@ def _free_sql_tool(spec: dict, url: str, limits: Limits) -> Tool:
     schema = {"type": "object", "required": ["query"], "additionalProperties": False,
               "properties": {"query": {"type": "string", "description": "one SELECT statement"}}}
     return Tool(name=spec.get("name", FREE_SQL_TOOL), description=description, parameters=schema,
-                func=sql_query, timeout=limits.timeout + 5)
+                func=sql_query, timeout=limits.timeout + 5, untrusted=True)
 
 
 def _check_sqlite_syntax(url: str, tools_sql: list[tuple[str, str]]) -> None:

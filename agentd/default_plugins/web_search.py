@@ -85,4 +85,5 @@ def web_search(query: str, ctx: ToolContext, max_results: int = 5) -> list[dict]
 
 @hookimpl(trylast=True)
 def register_tools(register):
-    register(web_search, config_schema=CONFIG_SCHEMA, cache_ttl=600)
+    # Titles and snippets are written by whoever made the pages: framed as untrusted data.
+    register(web_search, config_schema=CONFIG_SCHEMA, cache_ttl=600, untrusted=True)

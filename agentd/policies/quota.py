@@ -5,7 +5,10 @@ for the day in `UsageDay`, with one UPSERT, so concurrent turns and several
 processes add up correctly on SQLite and PostgreSQL alike. An agent with
 `quota: {tokens_per_day: N}` refuses a user's turn once that user's tokens
 today (over every agent) reach N: 429 QUOTA_EXCEEDED, with `Retry-After`
-until the next day. The day comes from `state.clock` (UTC now by default), so
+until the next day. `quota: {agent_tokens_per_day: N}` is the agent's own
+ceiling over all its users together (table `agent_usage_day`, counted for
+agents that set it): once reached, every caller gets 429 QUOTA_EXCEEDED, so
+fresh widget visitors or keys cannot spend past it. The day comes from `state.clock` (UTC now by default), so
 tests can move to the next day.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from peewee import EXCLUDED
 
 from agentd.errors import ApiError
 from agentd.store import prepared
-from agentd.store.models import UsageDay
+from agentd.store.models import AgentUsageDay, UsageDay
 
 log = logging.getLogger("agentd.policies.quota")
 
@@ -73,6 +76,27 @@ def _usage_upsert(m: dict):
                          update={UsageDay.tokens: UsageDay.tokens + EXCLUDED.tokens}))
 
 
+def agent_tokens_used(agent_id: str, day: dt.date) -> int:
+    row = AgentUsageDay.get_or_none((AgentUsageDay.agent_id == agent_id) & (AgentUsageDay.day == day))
+    return row.tokens if row else 0
+
+
+def add_agent_tokens(agent_id: str, day: dt.date, tokens: int) -> None:
+    """Add to the agent's count for the day atomically, as add_tokens does for a user."""
+    prepared.run("agent_usage_add", _agent_usage_upsert, _AGENT_MARKERS,
+                 {"agent": AgentUsageDay.agent_id.db_value(agent_id), "day": AgentUsageDay.day.db_value(day),
+                  "tokens": AgentUsageDay.tokens.db_value(tokens)})
+
+
+_AGENT_MARKERS = {"agent": "\x01agent", "day": "\x01day", "tokens": -900001}
+
+
+def _agent_usage_upsert(m: dict):
+    return (AgentUsageDay.insert(agent_id=m["agent"], day=m["day"], tokens=m["tokens"])
+            .on_conflict(conflict_target=[AgentUsageDay.agent_id, AgentUsageDay.day],
+                         update={AgentUsageDay.tokens: AgentUsageDay.tokens + EXCLUDED.tokens}))
+
+
 class Quotas:
     """`check` refuses a message over the quota; `observe` counts a finished turn's tokens."""
 
@@ -80,23 +104,30 @@ class Quotas:
         self.clock = clock
 
     def check(self, agent, principal, inp):
-        limit = (agent.setting("quota") or {}).get("tokens_per_day")
-        if not limit:
+        quota = agent.setting("quota") or {}
+        if not (quota.get("tokens_per_day") or quota.get("agent_tokens_per_day")):
             return None
         now = self.clock()
-        used = tokens_used(principal.user_id, day_of(now))
-        if used >= limit:
-            retry = seconds_to_next_day(now)
+        day = day_of(now)
+        ceiling = quota.get("agent_tokens_per_day")
+        if ceiling and agent_tokens_used(agent.id, day) >= ceiling:
+            raise QuotaExceeded(f"This agent's daily token ceiling ({ceiling}) is used up; "
+                                "it resets at 00:00 UTC", headers={"Retry-After": str(seconds_to_next_day(now))})
+        limit = quota.get("tokens_per_day")
+        if limit and tokens_used(principal.user_id, day) >= limit:
             raise QuotaExceeded(f"The daily token quota ({limit}) is used up; it resets at 00:00 UTC",
-                                headers={"Retry-After": str(retry)})
+                                headers={"Retry-After": str(seconds_to_next_day(now))})
         return None
 
     def observe(self, turn, outcome) -> None:
         tokens = outcome.usage.total_tokens
         if tokens <= 0:
             return
+        day = day_of(self.clock())
         try:
-            add_tokens(turn.principal.user_id, day_of(self.clock()), tokens)
+            add_tokens(turn.principal.user_id, day, tokens)
+            if (turn.agent.setting("quota") or {}).get("agent_tokens_per_day"):
+                add_agent_tokens(turn.agent.id, day, tokens)
         except Exception:
             # The answer is already stored; a lost count must not turn it into an error.
             log.exception("could not record token usage for %s", turn.principal.user_id)

@@ -5,6 +5,10 @@ Three limits, each a moving window:
 - per agent and user: the agent's `rate_limit` (`widget.rate_limit` for widget
   visitors, falling back to `rate_limit`), counted per API key user, widget
   visitor, or client IP in open local mode;
+- per client address, for widget visitors: `widget.rate_limit_per_ip` (30/minute
+  by default) on turns and `widget.sessions_per_ip` (10/minute) on new widget
+  sessions, so minting fresh visitor ids does not reset anything (the address
+  is the forwarded one behind AGENTD_TRUSTED_PROXIES);
 - global: `AGENTD_GLOBAL_RATE_LIMIT`, every turn on the server together.
 
 Counters live in `AGENTD_RATE_LIMIT_STORAGE`: `memory://` for one process,
@@ -49,6 +53,10 @@ def principal_key(principal) -> str:
     return f"ip:{_client_ip()}"
 
 
+WIDGET_TURNS_PER_IP = "30/minute"
+WIDGET_SESSIONS_PER_IP = "10/minute"
+
+
 def agent_rate(agent, principal) -> str | None:
     if principal.kind == "widget":
         return agent.widget.get("rate_limit") or agent.setting("rate_limit")
@@ -66,7 +74,8 @@ class RateLimiter:
     def _refuse(self, item: RateLimitItem, identifiers: tuple) -> RateLimited:
         reset, _ = self.limiter.get_window_stats(item, *identifiers)
         retry = max(1, math.ceil(reset - time.time()))
-        return RateLimited(f"Too many messages: the limit is {item}; try again in {retry} s",
+        what = "new widget sessions" if identifiers[0] == "widget-session" else "messages"
+        return RateLimited(f"Too many {what}: the limit is {item}; try again in {retry} s",
                            headers={"Retry-After": str(retry)})
 
     def _limits(self, agent, principal) -> list[tuple[RateLimitItem, tuple]]:
@@ -74,13 +83,24 @@ class RateLimiter:
         rate = agent_rate(agent, principal)
         if rate:
             limits.append((parse_rate(rate), ("agent", agent.id, principal_key(principal))))
+        if principal.kind == "widget":
+            per_ip = agent.widget.get("rate_limit_per_ip") or WIDGET_TURNS_PER_IP
+            limits.append((parse_rate(per_ip), ("widget-ip", agent.id, _client_ip())))
         if self.global_limit is not None:
             limits.append((self.global_limit, ("global",)))
         return limits
 
     def check(self, agent, principal, inp):
         """Count this turn against the agent's per-user limit and the global one."""
-        limits = self._limits(agent, principal)
+        self._enforce(self._limits(agent, principal))
+        return None
+
+    def check_session(self, agent) -> None:
+        """Count a new widget session against the agent's per-address limit (429 when over)."""
+        per_ip = agent.widget.get("sessions_per_ip") or WIDGET_SESSIONS_PER_IP
+        self._enforce([(parse_rate(per_ip), ("widget-session", agent.id, _client_ip()))])
+
+    def _enforce(self, limits: list[tuple[RateLimitItem, tuple]]) -> None:
         try:
             # Test every limit before counting, so a refusal by one does not use up the other.
             for item, identifiers in limits:
@@ -93,5 +113,4 @@ class RateLimiter:
             raise
         except Exception:
             # A limiter store that is down must not take chat down with it: serve, and say so.
-            log.exception("rate limit storage unavailable; the turn is not limited")
-        return None
+            log.exception("rate limit storage unavailable; the request is not limited")

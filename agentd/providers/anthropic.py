@@ -40,7 +40,7 @@ def _user_blocks(message: Message) -> list[dict]:
 def _tool_input(arguments: str) -> dict:
     try:
         value = json.loads(arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     # The API insists on an object; a model's broken JSON is sent back as an empty one.
     return value if isinstance(value, dict) else {}

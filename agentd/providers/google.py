@@ -65,7 +65,7 @@ def _declaration(tool) -> dict:
 def _response_object(content: str | None) -> dict:
     try:
         value = json.loads(content or "")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {"result": content or ""}
     return value if isinstance(value, dict) else {"result": value}
 
@@ -84,7 +84,7 @@ def _user_parts(message: Message) -> list[dict]:
 def _args(arguments: str) -> dict:
     try:
         value = json.loads(arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     return value if isinstance(value, dict) else {}
 

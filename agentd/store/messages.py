@@ -198,10 +198,31 @@ def history_page(agent_id: str, user_id: str, conversation_id: str | None, limit
     return rows, total, has_more
 
 
-def clear_messages(agent_id: str, user_id: str, conversation_id: str | None) -> int:
-    """Delete a conversation's messages, or all of the user's messages with the agent."""
+def clear_messages(agent_id: str, user_id: str, conversation_id: str | None, lease_seconds: int = 60) -> int:
+    """Delete a conversation's messages, or all of the user's messages with the agent.
+
+    409 CONVERSATION_BUSY while a turn runs in the conversation (or, clearing them
+    all, in any of the user's conversations with the agent): a running turn would
+    otherwise keep writing into a history that was just cleared.
+    """
+    if conversation_id:
+        token = acquire_turn(conversation_id, lease_seconds)
+        try:
+            with db.atomic():
+                return Message.delete().where(_filter(agent_id, user_id, conversation_id)).execute()
+        finally:
+            release_turn(conversation_id, token)
     with db.atomic():
-        return Message.delete().where(_filter(agent_id, user_id, conversation_id)).execute()
+        if _any_busy(agent_id, user_id):
+            raise ConversationBusy("A turn is running in one of these conversations; wait for it to end")
+        return Message.delete().where(_filter(agent_id, user_id, None)).execute()
+
+
+def _any_busy(agent_id: str, user_id: str) -> bool:
+    return (Conversation.select(Conversation.id)
+            .where((Conversation.user_id == user_id) & (Conversation.agent_id == agent_id)
+                   & Conversation.busy_token.is_null(False) & (Conversation.busy_until >= utcnow()))
+            .exists())
 
 
 def _stale_conversations():
@@ -260,6 +281,16 @@ def message_dict(row: Message) -> dict:
         if row.status != "complete":
             data["status"] = row.status
     return data
+
+
+def conversation_texts(conversation_id: str, roles: tuple[str, ...]) -> list[str]:
+    """The contents of a conversation's messages of these roles, oldest first (no error results)."""
+    query = (Message.select(Message.content)
+             .where((Message.conversation == conversation_id) & Message.role.in_(roles)
+                    & Message.content.is_null(False) & (Message.is_error == False)  # noqa: E712
+                    & (Message.status != "refused"))
+             .order_by(Message.id).tuples())
+    return [content for (content,) in query]
 
 
 def count_messages(conversation_id: str) -> int:

@@ -5,8 +5,8 @@ import logging
 
 import peewee as pw
 
-from agentd.store.models import (AppSetting, ApiKey, CacheEntry, Conversation, IdempotencyRecord, Message,
-                                 SchemaMigration, UsageDay, db)
+from agentd.store.models import (AgentUsageDay, AppSetting, ApiKey, CacheEntry, Conversation,
+                                 IdempotencyRecord, Message, SchemaMigration, UsageDay, db)
 
 log = logging.getLogger("agentd.store")
 
@@ -37,7 +37,13 @@ def m004_settings(database) -> None:
     database.create_tables([AppSetting])
 
 
-MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry), (4, m004_settings)]
+def m010_agent_usage(database) -> None:
+    """Tokens per agent per day, for the agent-wide ceiling `quota.agent_tokens_per_day`."""
+    database.create_tables([AgentUsageDay])
+
+
+MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry), (4, m004_settings),
+              (10, m010_agent_usage)]
 
 
 def _serialise(database) -> None:

@@ -121,6 +121,17 @@ class UsageDay(BaseModel):
         primary_key = pw.CompositeKey("user_id", "day")
 
 
+class AgentUsageDay(BaseModel):
+    """An agent's tokens per UTC day, over all its users (`quota.agent_tokens_per_day`)."""
+
+    agent_id = CharField(max_length=128)
+    day = pw.DateField()
+    tokens = pw.BigIntegerField(default=0)
+
+    class Meta:
+        primary_key = pw.CompositeKey("agent_id", "day")
+
+
 class AppSetting(BaseModel):
     key = CharField(primary_key=True, max_length=64)
     value = TextField()

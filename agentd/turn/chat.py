@@ -17,7 +17,7 @@ from agentd.agents import Agent
 from agentd.errors import AgentNotFound, ApiError, GuardrailBlocked, InvalidRequest
 from agentd.turn.liveturns import live_turns
 from agentd.turn.loop import LoopSettings, run_loop
-from agentd.turn.prompting import system_prompt, title_from
+from agentd.turn.prompting import TemplateBudgetError, system_prompt, title_from
 from agentd.turn.recorder import TurnRecorder
 from agentd.hookcalls import checked_answer, each_impl, notify, wrapped_caller
 from agentd.store import messages as store
@@ -45,6 +45,14 @@ def _model_block(agent: Agent, inp: ChatInput) -> dict:
     known = [model] + list(model.get("fallbacks") or [])
     base = next((b for b in known if b["provider"] == provider), {"provider": provider})
     return {**base, "name": name, "fallbacks": []}
+
+
+def _render_override(template: str, context: dict | None) -> str | None:
+    """A caller's system prompt, rendered within its time and size budget, or 400."""
+    try:
+        return system_prompt(template, context, strict=True)
+    except TemplateBudgetError as exc:
+        raise InvalidRequest(f"system_prompt: the template {exc}") from None
 
 
 def _history_messages(rows: list[Message]) -> list[Msg]:
@@ -81,6 +89,8 @@ class ChatService:
             raise InvalidRequest(f"message: longer than {limit} characters")
         if inp.system_prompt is not None and not agent.setting("allow_system_prompt_override"):
             raise InvalidRequest("system_prompt: this agent does not allow overriding its system prompt")
+        if inp.system_prompt is not None:
+            _render_override(inp.system_prompt, inp.context)  # a runaway template: 400, nothing stored
         block = _model_block(agent, inp)
         inp = self._checked(agent, principal, inp)
         conversation, token = self._open_conversation(agent, principal, inp)
@@ -140,6 +150,7 @@ class Turn:
         self._closed = False
         self._released = False  # the turn lock went with the answer's transaction
         self.listeners: list = []  # callables told of an error event when the turn is aborted
+        self.tool_texts: list[str] = []  # this turn's tool results so far
 
     @property
     def conversation_id(self) -> str:
@@ -152,9 +163,13 @@ class Turn:
         window = self.agent.setting("history", {}).get("max_messages", 40)
         rows = store.history_window(self.conversation.id, window)
         context = self.conversation.context or {}
-        template = self.inp.system_prompt if self.inp.system_prompt is not None else self.agent.setting("system_prompt")
-        system = system_prompt(template, context, mood=self.inp.mood,
-                               prefer_web=self.inp.web and any(n.startswith("web_") for n in self.agent.tools))
+        override = self.inp.system_prompt is not None
+        template = self.inp.system_prompt if override else self.agent.setting("system_prompt")
+        try:
+            system = system_prompt(template, context, mood=self.inp.mood, strict=override,
+                                   prefer_web=self.inp.web and any(n.startswith("web_") for n in self.agent.tools))
+        except TemplateBudgetError as exc:  # the stored context made the caller's template run away
+            raise InvalidRequest(f"system_prompt: the template {exc}") from None
         messages = _history_messages(rows)
         if messages and messages[-1].role == "user" and self.inp.images:
             messages[-1].images = list(self.inp.images)
@@ -163,14 +178,35 @@ class Turn:
 
     def _tools(self) -> dict:
         base = ToolContext(agent_id=self.agent.id, conversation_id=self.conversation.id,
-                           user_id=self.principal.user_id, context=self.conversation.context or {})
+                           user_id=self.principal.user_id, context=self.conversation.context or {},
+                           transcript=self._transcript)
+        allowed = self.allowed_tools()
         return {name: (bound.tool, ToolContext(**{**base.__dict__, "config": bound.config}))
-                for name, bound in self.agent.tools.items()}
+                for name, bound in self.agent.tools.items() if name in allowed}
+
+    def allowed_tools(self) -> set[str]:
+        """The agent's tools this caller's turn may use: a widget visitor gets `widget.tools`."""
+        names = set(self.agent.tools)
+        if self.principal.kind == "widget" and self.agent.widget.get("tools") is not None:
+            names &= set(self.agent.widget["tools"])
+        return names
+
+    def _transcript(self) -> list[str]:
+        """What the caller and the tools put into this conversation (for `urls: seen`).
+
+        Called from a tool's thread: the connection goes back at once. This turn's
+        tool results are added from memory (a non-streamed turn stores them at the end).
+        Error results are left out: they quote the model's own arguments back.
+        """
+        with db.connection_context():
+            texts = store.conversation_texts(self.conversation.id, ("user", "tool"))
+        return texts + list(self.tool_texts)
 
     def _settings(self) -> LoopSettings:
         tool_settings = ToolRunSettings(
             timeout=self.agent.setting("tool_timeout", self.service.state.config.tool_timeout),
-            max_output_chars=self.agent.setting("max_tool_output_chars", 20000))
+            max_output_chars=self.agent.setting("max_tool_output_chars", 20000),
+            max_parallel=self.agent.setting("max_parallel_tool_calls", 8))
         return LoopSettings(max_tool_rounds=self.agent.setting("max_tool_rounds", 8),
                             repeat_limit=self.agent.setting("repeat_limit", 3), tools=tool_settings)
 
@@ -248,6 +284,8 @@ class Turn:
             self.recorder.tool_step(event.payload)
         elif event.type == "tool_result":
             self.recorder.tool_result(event.payload)
+            if not event.payload.is_error:  # errors quote the model's own arguments
+                self.tool_texts.append(event.payload.content)
         elif event.type == "answer":
             return self._done(event.payload)
         return None

@@ -59,7 +59,7 @@ def _repeated(seen: Counter, message: Message, limit: int) -> bool:
     for call in message.tool_calls or []:
         try:
             key = (call.name, json.dumps(json.loads(call.arguments), sort_keys=True))
-        except ValueError:
+        except (ValueError, RecursionError):  # broken or absurdly deep JSON: compare the text
             key = (call.name, call.arguments)
         seen[key] += 1
     return any(count > limit for count in seen.values())

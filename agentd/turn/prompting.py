@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
+import time
 
 from jinja2 import ChainableUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -17,9 +19,33 @@ MOODS = {
 
 WEB_HINT = "For this answer, prefer searching and reading the web with your web tools."
 
+RENDER_SECONDS = 0.5          # a system prompt renders in well under a millisecond
+RENDER_MAX_CHARS = 100_000    # longer than any sensible prompt, far below a memory problem
+
+
+class TemplateBudgetError(Exception):
+    """A template ran past its time or size budget (a loop of 10**9, a string times 10**9)."""
+
+
+class _BudgetedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with `*` and `**` checked so one expression cannot build gigabytes."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise TemplateBudgetError("an exponent larger than 64")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) \
+                        and len(seq) * times > RENDER_MAX_CHARS:
+                    raise TemplateBudgetError(f"a value longer than {RENDER_MAX_CHARS} characters")
+        return super().call_binop(context, operator, left, right)
+
+
 # A missing variable renders as nothing (ChainableUndefined), and the sandbox keeps
 # templates from reaching Python internals: context comes from untrusted callers.
-_env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+_env = _BudgetedSandbox(undefined=ChainableUndefined, autoescape=False)
 
 
 @functools.lru_cache(maxsize=64)
@@ -30,10 +56,58 @@ def _compiled(template: str):
     return _env.from_string(template)
 
 
-def render_template(template: str, variables: dict) -> str:
-    """Render a system-prompt template; a broken template falls back to its raw text."""
+def compile_template(template: str):
+    """A compiled template (raises jinja2's TemplateSyntaxError for a broken one)."""
+    return _compiled(template)
+
+
+def render_compiled(compiled, variables: dict) -> str:
+    """Render within RENDER_SECONDS and RENDER_MAX_CHARS; TemplateBudgetError past either.
+
+    The size is counted as the output streams; the time is checked on every line the
+    template's own code runs (a trace function on template frames only), so even a
+    loop that prints nothing, `{% for i in range(99999) %}{% for j in range(99999) %}`,
+    stops at the deadline instead of holding the worker for hours.
+    """
+    deadline = time.monotonic() + RENDER_SECONDS
+
+    def on_line(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise TemplateBudgetError(f"took longer than {RENDER_SECONDS:g} s to render")
+        return on_line
+
+    def on_call(frame, event, arg):
+        return on_line if frame.f_code.co_filename == "<template>" else None
+
+    parts, size = [], 0
+    previous = sys.gettrace()
+    sys.settrace(on_call)
     try:
-        return _compiled(template).render(**variables)
+        for piece in compiled.generate(**variables):
+            size += len(piece)
+            if size > RENDER_MAX_CHARS:
+                raise TemplateBudgetError(f"renders to more than {RENDER_MAX_CHARS} characters")
+            parts.append(piece)
+    except OverflowError:  # the sandbox's own cap on range()
+        raise TemplateBudgetError("a range larger than the sandbox allows") from None
+    finally:
+        sys.settrace(previous)
+    return "".join(parts)
+
+
+def render_template(template: str, variables: dict, strict: bool = False) -> str:
+    """Render a system-prompt template; a broken template falls back to its raw text.
+
+    `strict`: a template past its budget raises TemplateBudgetError (a caller's override
+    is refused) instead of falling back.
+    """
+    try:
+        return render_compiled(_compiled(template), variables)
+    except TemplateBudgetError as exc:
+        if strict:
+            raise
+        log.warning("system prompt template over its budget (%s); using it unrendered", exc)
+        return template
     except TemplateError as exc:
         log.warning("system prompt template failed (%s); using it unrendered", exc.__class__.__name__)
         return template
@@ -43,9 +117,9 @@ def render_template(template: str, variables: dict) -> str:
 
 
 def system_prompt(template: str | None, context: dict | None, *, mood: str | None = None,
-                  prefer_web: bool = False) -> str | None:
+                  prefer_web: bool = False, strict: bool = False) -> str | None:
     """The final system prompt for a turn, or None when there is nothing to say."""
-    parts = [render_template(template, dict(context or {})) if template else ""]
+    parts = [render_template(template, dict(context or {}), strict=strict) if template else ""]
     if mood and MOODS.get(mood):
         parts.append(MOODS[mood])
     if prefer_web:

@@ -87,8 +87,10 @@ class TurnRecorder:
         self._finish_row(self._assistant_fields(completion, "complete"))
 
     def tool_result(self, result: ToolResult) -> None:
-        fields = {"role": "tool", "content": result.content, "tool_call_id": result.tool_call_id,
-                  "name": result.name, "is_error": result.is_error, "status": "complete"}
+        # The name and id come from the model: a made-up 300-character name must not fail
+        # the insert (PostgreSQL enforces the column's length), so they are cut to fit.
+        fields = {"role": "tool", "content": result.content, "tool_call_id": _fit(result.tool_call_id),
+                  "name": _fit(result.name), "is_error": result.is_error, "status": "complete"}
         if self.eager:
             prepared.insert(Message, {"created_at": utcnow(), **fields, **self.base})
         else:
@@ -145,6 +147,10 @@ class TurnRecorder:
         self.last_row = as_stored({**self.base, **fields, "id": last, "created_at": created_at})
         self.pending = []
         return last
+
+
+def _fit(value: str | None, limit: int = 255) -> str | None:
+    return value[:limit] if isinstance(value, str) else value
 
 
 def as_stored(values: dict) -> dict:

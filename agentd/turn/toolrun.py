@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
 
-from agentd.tools import Tool, ToolContext, ToolError, result_text, validate_arguments
+from agentd.tools import Tool, ToolContext, ToolError, frame_untrusted, result_text, validate_arguments
 from agentd.vocab import Event, ToolCall, ToolResult
 
 log = logging.getLogger("agentd.tools")
@@ -34,6 +34,10 @@ class ToolHooks:
 class ToolRunSettings:
     timeout: float = 30.0
     max_output_chars: int = 20000
+    max_parallel: int = 8  # calls of one model step that run; the rest get TOO_MANY
+
+
+TOO_MANY = "too many tool calls in one step"
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -56,7 +60,7 @@ def _execute(tool: Tool, call: ToolCall, ctx: ToolContext, hooks: ToolHooks) -> 
         if cached is not None:
             result = ToolResult(call.id, call.name, cached)
         else:
-            result = ToolResult(call.id, call.name, result_text(tool.call(arguments, ctx)))
+            result = ToolResult(call.id, call.name, _model_text(tool, tool.call(arguments, ctx)))
     except ToolError as exc:
         return _error(call, str(exc))
     except Exception as exc:  # a tool's bug is the model's information, never a 500
@@ -67,6 +71,11 @@ def _execute(tool: Tool, call: ToolCall, ctx: ToolContext, hooks: ToolHooks) -> 
     return result
 
 
+def _model_text(tool: Tool, value) -> str:
+    text = result_text(value)
+    return frame_untrusted(f"returned by the {tool.name} tool", text) if tool.untrusted else text
+
+
 def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolContext]],
                    settings: ToolRunSettings, hooks: ToolHooks | None = None) -> Iterator[Event]:
     """Run calls concurrently; yield `status` events as they come, then one `tool_result` each."""
@@ -75,13 +84,17 @@ def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolConte
     results: dict[int, ToolResult] = {}
     pending = {}
     for index, call in enumerate(calls):
+        if index >= settings.max_parallel:
+            # Each call may hold a thread and a connection: one step cannot ask for hundreds.
+            results[index] = _error(call, TOO_MANY)
+            continue
         if call.name not in tools:
-            results[index] = _error(call, f"unknown tool '{call.name}'")
+            results[index] = _error(call, f"unknown tool '{call.name[:100]}'")
             continue
         tool, ctx = tools[call.name]
-        ctx = replace(ctx, status=lambda message: inbox.put(("status", message)))
+        ctx = replace(ctx, status=lambda message, name=call.name: inbox.put(("status", message, name)))
         if tool.status_message:
-            inbox.put(("status", tool.status_message))
+            inbox.put(("status", tool.status_message, call.name))
         timeout = tool.timeout or settings.timeout
         pending[index] = time.monotonic() + timeout
         _pool.submit(_worker, index, tool, call, ctx, hooks, inbox)
@@ -111,11 +124,16 @@ def _collect(calls, pending, results, inbox) -> Iterator[Event]:
                 results[index] = _error(calls[index], "the tool timed out")
             continue
         if item[0] == "status":
-            yield Event("status", {"message": str(item[1])[:200]})
+            yield _status(item)
         elif item[1] in pending:
             del pending[item[1]]
             results[item[1]] = item[2]
     while not inbox.empty():  # status lines that raced with the last result
         item = inbox.get_nowait()
         if item[0] == "status":
-            yield Event("status", {"message": str(item[1])[:200]})
+            yield _status(item)
+
+
+def _status(item) -> Event:
+    """A tool's progress line; `tool` names the tool (the widget hides lines that quote arguments)."""
+    return Event("status", {"message": str(item[1])[:200], "tool": item[2]})
