@@ -283,8 +283,15 @@ def message_dict(row: Message) -> dict:
     return data
 
 
-def conversation_texts(conversation_id: str, roles: tuple[str, ...]) -> list[str]:
-    """The contents of a conversation's messages of these roles, oldest first (no error results)."""
+def conversation_texts(conversation_id: str, roles: tuple[str, ...], own_connection: bool = False) -> list[str]:
+    """The contents of a conversation's messages of these roles, oldest first (no error results).
+
+    `own_connection`: from a thread that keeps no connection (a tool's), open one and
+    give it back at once, so pooled connections are not held by idle tool threads.
+    """
+    if own_connection:
+        with db.connection_context():
+            return conversation_texts(conversation_id, roles)
     query = (Message.select(Message.content)
              .where((Message.conversation == conversation_id) & Message.role.in_(roles)
                     & Message.content.is_null(False) & (Message.is_error == False)  # noqa: E712

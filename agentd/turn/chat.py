@@ -198,8 +198,7 @@ class Turn:
         tool results are added from memory (a non-streamed turn stores them at the end).
         Error results are left out: they quote the model's own arguments back.
         """
-        with db.connection_context():
-            texts = store.conversation_texts(self.conversation.id, ("user", "tool"))
+        texts = store.conversation_texts(self.conversation.id, ("user", "tool"), own_connection=True)
         return texts + list(self.tool_texts)
 
     def _settings(self) -> LoopSettings:
