@@ -50,6 +50,57 @@ def test_a_two_mib_frame_gets_payload_too_large_and_a_closed_socket(agentd_serve
         fresh.close()
 
 
+def _peak_rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def test_a_huge_frame_is_not_buffered(agentd_server, fake_openai):
+    """64 MiB announced and streamed in 1 MiB pieces: the socket stops buffering at the limit.
+
+    (The development server used here then reads and discards the rest of the
+    connection's bytes; what matters is that nothing holds them in memory.)"""
+    import socket
+    server = agentd_server({"bot": openai_agent(fake_openai)})
+    before = _peak_rss_kib()
+    conn = socket.create_connection(("127.0.0.1", server.server.port), timeout=20)
+    conn.sendall(b"GET /api/agents/bot/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"Sec-WebSocket-Version: 13\r\n\r\n")
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        reply += conn.recv(4096)
+    assert reply.startswith(b"HTTP/1.1 101")
+    received = reply.split(b"\r\n\r\n", 1)[1]
+    size = 64 * 1024 * 1024
+    # A masked text frame with a zero mask key (valid, and the payload needs no XOR).
+    conn.sendall(b"\x81\xff" + size.to_bytes(8, "big") + b"\x00\x00\x00\x00")
+    piece = b"x" * (1024 * 1024)
+    sent = 0
+    try:
+        while sent < size:
+            conn.sendall(piece)
+            sent += len(piece)
+    except OSError:
+        pass  # the server closed the connection: it stopped reading
+    conn.settimeout(5)
+    try:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            received += data
+    except OSError:
+        pass
+    conn.close()
+    assert received[0] == 0x81   # first frame: text, the error notice
+    length = received[1] & 0x7F
+    notice = json.loads(received[2:2 + length])
+    assert notice["error"]["code"] == "PAYLOAD_TOO_LARGE"
+    assert _peak_rss_kib() - before < 32 * 1024   # nowhere near the 64 MiB announced
+    assert server.client.get("/healthz").status_code == 200
+
+
 def test_an_idle_socket_is_closed(agentd_server, fake_openai):
     server = agentd_server({"bot": openai_agent(fake_openai)}, ws_idle_timeout=1.0)
     ws = _ws(server)
