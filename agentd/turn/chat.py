@@ -167,7 +167,7 @@ class Turn:
         template = self.inp.system_prompt if override else self.agent.setting("system_prompt")
         try:
             system = system_prompt(template, context, mood=self.inp.mood, strict=override,
-                                   prefer_web=self.inp.web and any(n.startswith("web_") for n in self.agent.tools))
+                                   prefer_web=self.inp.web and any(n.startswith("web_") for n in self.allowed_tools()))
         except TemplateBudgetError as exc:  # the stored context made the caller's template run away
             raise InvalidRequest(f"system_prompt: the template {exc}") from None
         messages = _history_messages(rows)
