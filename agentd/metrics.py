@@ -25,6 +25,8 @@ from agentd.hookspecs import hookimpl
 log = logging.getLogger("agentd.metrics")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
+# The method is the client's to choose (`FOO1 /`, `FOO2 /`…): others count as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def multiprocess_dir() -> str | None:
@@ -85,7 +87,8 @@ class Metrics:
 
     def after_request(self, response):
         route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        self.requests.labels(request.method, route, str(response.status_code)).inc()
+        method = request.method if request.method in METHODS else "other"
+        self.requests.labels(method, route, str(response.status_code)).inc()
         started = g.get("metrics_started")
         if started is not None:
             self.request_seconds.labels(route).observe(time.monotonic() - started)

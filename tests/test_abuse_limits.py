@@ -325,3 +325,13 @@ def test_made_up_tool_names_add_no_metric_series_and_long_names_are_stored(agent
     with server.state.db.connection_context():
         names = [m.name for m in Message.select(Message.name).where(Message.role == "tool", Message.is_error)]
     assert len(names) == 300 and all(len(name) == 255 for name in names)
+
+
+def test_made_up_http_methods_add_no_metric_series(agentd_server, fake_openai):
+    server = agentd_server({"bot": openai_agent(fake_openai)})
+    for i in range(30):
+        assert server.client.request(f"BREW{i}", "/api/agents").status_code == 405
+    lines = [line for line in server.client.get("/metrics").text.splitlines()
+             if line.startswith("agentd_http_requests_total{")]
+    assert not [line for line in lines if "BREW" in line]
+    assert len([line for line in lines if 'method="other"' in line]) == 1
