@@ -164,6 +164,16 @@ def test_open_mode_refuses_to_start_behind_trusted_proxies(tmp_path, database_ur
         _open_app(tmp_path, database_url, trusted_proxies=1)
 
 
+def test_gunicorn_exits_with_the_reason_when_open_mode_meets_trusted_proxies(tmp_path, database_url):
+    from tests.support import free_port, server_env, write_agent
+    agents = write_agent(tmp_path / "agents", "bot", "name: Bot\nmodel: {provider: demo, name: demo}\n")
+    env = server_env(database_url, agents, free_port(), trusted_proxies=1)
+    result = subprocess.run([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0   # the master exits instead of restarting the worker forever
+    assert "AGENTD_TRUSTED_PROXIES is set but no API key exists" in result.stdout + result.stderr
+
+
 def test_trusted_proxies_with_a_key_starts_and_never_opens_to_a_forwarded_loopback(tmp_path, database_url):
     from agentd.store import connect_database
     database = connect_database(database_url)
