@@ -321,7 +321,7 @@ _CALLER = " caller"  # the ToolContext's keyword: a space, so no SQL parameter c
 
 
 def _compile_bound(name: str, bound: dict) -> dict:
-    from agentd.turn.prompting import compile_template
+    from agentd.templating import compile_template
     try:
         return {param: compile_template(text) for param, text in bound.items()}
     except Exception as exc:  # a template syntax error is the agent file's problem, at load
@@ -330,7 +330,7 @@ def _compile_bound(name: str, bound: dict) -> dict:
 
 def bound_values(templates: dict, ctx) -> dict:
     """The caller-bound parameters, rendered with `user` (who is asking) and `context`."""
-    from agentd.turn.prompting import TemplateBudgetError, render_compiled
+    from agentd.templating import TemplateBudgetError, render_compiled
     variables = {"user": {"id": ctx.user_id}, "context": dict(ctx.context or {})}
     values = {}
     for param, template in templates.items():
