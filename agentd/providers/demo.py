@@ -31,7 +31,7 @@ def _arguments(tool: ToolSpec, rest: str) -> dict:
             value = json.loads(rest[start:rest.rfind("}") + 1])
             if isinstance(value, dict):
                 return value
-        except ValueError:
+        except (ValueError, RecursionError):  # the user's text: it may be `{{{{…` thousands deep
             pass
     required = tool.parameters.get("required") or list(tool.parameters.get("properties", {}))[:1]
     return {required[0]: rest.strip()} if required and rest.strip() else {}

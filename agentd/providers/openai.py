@@ -172,7 +172,7 @@ class OpenAICompatible(HttpProvider):
 def _json_chunk(data: str, provider: str) -> dict:
     try:
         chunk = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProviderError(f"{provider} sent a malformed stream chunk") from exc
     if not isinstance(chunk, dict):
         raise ProviderError(f"{provider} sent a malformed stream chunk")
