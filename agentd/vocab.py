@@ -158,6 +158,9 @@ class ChatInput:
     metadata: dict | None = None
     auto_title: bool = True
     channel: str = "api"
+    # Earlier messages a client sent itself (the OpenAI-style protocols): stored before
+    # `message` when the turn starts a new conversation, so they become its history.
+    history: list[Message] = field(default_factory=list)
 
 
 @dataclass

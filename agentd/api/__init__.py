@@ -19,7 +19,8 @@ sock = Sock()
 
 
 def _is_open(path: str) -> bool:
-    return path in OPEN_PATHS or not path.startswith("/api/")
+    from agentd.api.protocols import PROTECTED_PREFIXES
+    return path in OPEN_PATHS or not path.startswith(("/api/", *PROTECTED_PREFIXES))
 
 
 def authenticate():
@@ -146,6 +147,8 @@ def register_api(app: Flask) -> None:
     openapi.register(app)
     app.register_blueprint(chat.bp)
     app.register_blueprint(conversations.bp)
+    from agentd.api import protocols
+    protocols.register(app)
     sock.init_app(app)
 
     @sock.route("/api/agents/<agent_id>/ws")

@@ -14,7 +14,7 @@ from agentd.errors import ConversationNotFound
 from agentd.store.messages import acquire_turn, get_owned_conversation, iso, message_dict, release_turn
 from agentd.store.models import Conversation, Message, db, utcnow
 
-CHANNELS = ("api", "widget", "ws", "cli")
+CHANNELS = ("api", "widget", "ws", "cli", "openai", "agui", "ui", "mcp")
 TITLE_MAX = 200
 
 

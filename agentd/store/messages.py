@@ -317,13 +317,16 @@ def store_refused_message(agent_id: str, user_id: str, conversation_id: str | No
 
 
 def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: str | None,
-              channel: str, context: dict | None, title: str | None, lease: int) -> tuple[Conversation, str]:
+              channel: str, context: dict | None, title: str | None, lease: int,
+              history: list[dict] | None = None) -> tuple[Conversation, str]:
     """Take the conversation's turn lock (creating it when new) and store the user's message.
 
     One transaction: the conversation (or its new context), the lock and the
     message land together or not at all. `message` holds the message's columns
-    besides its conversation, agent and user. Returns the conversation, with
-    `user_message_id` set, and the lock's token.
+    besides its conversation, agent and user; `history` (rows of the same form)
+    are earlier messages a client sent itself, stored before it in a new
+    conversation. Returns the conversation, with `user_message_id` set, and the
+    lock's token.
     """
     with db.atomic():
         if conversation_id:
@@ -337,6 +340,9 @@ def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: st
                 conversation.context = context
         else:
             conversation, token = create_busy_conversation(agent_id, user_id, channel, context, title, lease)
+            if history:
+                owner = {"conversation": conversation.id, "agent_id": agent_id, "user_id": user_id}
+                Message.insert_many([{**owner, **row} for row in history]).execute()
         user_message_id = prepared.insert(Message, {   # SQL built once (docs/benchmarks.md)
             "conversation": conversation.id, "agent_id": agent_id, "user_id": user_id, **message})
     conversation.user_message_id = user_message_id

@@ -67,6 +67,13 @@ def _history_messages(rows: list[Message]) -> list[Msg]:
     return out
 
 
+def _history_row(m: Msg) -> dict:
+    """A client-sent earlier message (ChatInput.history) as a message row's columns."""
+    return {"role": m.role, "content": m.content, "tool_call_id": m.tool_call_id, "name": m.name,
+            "tool_calls": [c.to_dict() for c in m.tool_calls] if m.tool_calls else None,
+            "images": [{"data": i.data, "mime_type": i.mime_type} for i in m.images] or None}
+
+
 class ChatService:
     """Runs turns for the app; built once by the app factory."""
 
@@ -128,7 +135,8 @@ class ChatService:
         title = title_from(inp.message) if inp.auto_title and not inp.conversation_id else None
         return store.open_turn(agent.id, principal.user_id, message, conversation_id=inp.conversation_id,
                                channel=inp.channel, context=inp.context, title=title,
-                               lease=self.state.config.turn_lease_seconds)
+                               lease=self.state.config.turn_lease_seconds,
+                               history=[_history_row(m) for m in inp.history])
 
 
 class Turn:

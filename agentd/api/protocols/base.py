@@ -1,0 +1,187 @@
+"""One abstract adapter, a small subclass per protocol (after pydantic-ai's `ui/` package).
+
+An adapter turns a protocol's request body into a `ChatInput` (run input in) and
+the turn's own events into the protocol's frames or final body (the agent's
+event stream out). Everything between is the one chat path every route uses:
+`ChatService.start_turn` (keys, ownership, limits, guardrails, quotas, the
+cache) and `Turn.events()`. `Idempotency-Key` is honoured the same way as on
+`POST …/chat`: the stored record is the native final message, and a replay is
+projected by the same adapter from a `start` + `done` pair built from it, so a
+replayed answer has the protocol's own shape.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Iterable, Iterator
+
+from flask import Response, current_app, g, request, stream_with_context
+
+from agentd.api.streaming import SSE_HEADERS, connection_releaser, pump, shutting_down_error
+from agentd.errors import ApiError, ConversationNotFound
+from agentd.policies import idempotency
+from agentd.store import messages as store
+from agentd.turn.chat import ChatInput
+from agentd.vocab import Event
+
+
+def state():
+    return current_app.extensions["agentd"]
+
+
+def sse(data, event: str | None = None) -> str:
+    """One SSE frame holding `data` (a dict as compact JSON, or a literal string)."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return (f"event: {event}\n" if event else "") + f"data: {text}\n\n"
+
+
+class Adapter:
+    """A protocol projection of one turn. Subclasses set `name`/`channel` and the projections."""
+
+    name = "native"
+    channel = "api"
+    headers: dict = {}
+
+    def __init__(self, agent_id: str, body: dict):
+        self.agent_id, self.body = agent_id, body
+
+    # -- run input in ---------------------------------------------------------------
+    def chat_input(self) -> ChatInput:
+        raise NotImplementedError
+
+    # -- the agent's events out -----------------------------------------------------
+    def frames(self, events: Iterable[Event]) -> Iterator[str]:
+        """SSE text for the turn's events (None from the pump means: send a keep-alive)."""
+        raise NotImplementedError
+
+    def answer(self, final: dict) -> dict:
+        """The non-streamed body for the final message (`{…message, "usage"}`)."""
+        raise NotImplementedError
+
+    def response_headers(self, conversation_id: str) -> dict:
+        return dict(self.headers)
+
+
+def known_conversation(conversation_id, agent_id: str) -> str | None:
+    """A client-named thread: the caller's conversation id, None when no such one exists yet.
+
+    AG-UI and AI SDK clients name their threads themselves; a name agentd never
+    issued starts a new conversation (seeded with the client's messages), and
+    another user's conversation is still 403.
+    """
+    if not isinstance(conversation_id, str) or not conversation_id:
+        return None
+    try:
+        store.get_owned_conversation(conversation_id, g.principal.user_id, agent_id)
+    except ConversationNotFound:
+        return None
+    return conversation_id
+
+
+# -- the one chat path -----------------------------------------------------------------
+
+def serve(adapter: Adapter) -> Response:
+    """Run (or replay) one turn for `adapter`, answering JSON or SSE."""
+    state().chat.agent(adapter.agent_id, g.principal)  # 404 first, as on POST …/chat
+    inp = adapter.chat_input()
+    key = _idempotency_key()
+    record = _claim(adapter, key) if key else None
+    if record is not None:
+        final = record.response
+        return _respond(adapter, inp, final["conversation_id"], _replayed(final),
+                        {"Idempotent-Replayed": "true"})
+    try:
+        turn = state().chat.start_turn(adapter.agent_id, g.principal, inp)
+    except BaseException:
+        if key:
+            idempotency.abandon(g.principal.user_id, key)
+        raise
+    events = pump_events(turn) if inp.stream else turn.events()
+    if key:
+        events = _recorded(events, g.principal.user_id, key)
+    return _respond(adapter, inp, turn.conversation_id, events, {})
+
+
+def pump_events(turn) -> Iterator[Event | None]:
+    """A streamed turn's events from its worker, None while it is silent (keep-alive time)."""
+    release = connection_releaser(state().db)
+    release()  # the request's own connection is not needed while the stream runs
+    return pump(turn, release=release)
+
+
+def _respond(adapter, inp, conversation_id, events, extra) -> Response:
+    headers = {**adapter.response_headers(conversation_id), **extra}
+    if not inp.stream:
+        response = current_app.json.response(adapter.answer(final_of(events)))
+        response.headers.update(headers)
+        return response
+    return Response(stream_with_context(adapter.frames(events)), mimetype="text/event-stream",
+                    headers={**SSE_HEADERS, **headers})
+
+
+def final_of(events: Iterable[Event]) -> dict:
+    """Drive a non-streamed turn: the final message with its usage, or the turn's error raised."""
+    try:
+        for event in events:
+            if event is None:
+                continue
+            if event.type == "done":
+                return {**event.data["message"], "usage": event.data["usage"]}
+            if event.type == "error":
+                raise error_of(event)
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()  # runs the turn's own ending (lock, live-turn registry) now, not at GC
+    raise shutting_down_error()  # only a turn ended from outside stops without done or error
+
+
+def error_of(event: Event) -> ApiError:
+    """The ApiError an `error` event carries."""
+    if isinstance(event.payload, ApiError):
+        return event.payload
+    return ApiError(event.data["error"]["message"], code=event.data["error"]["code"])
+
+
+# -- Idempotency-Key -----------------------------------------------------------------------
+
+def _idempotency_key() -> str | None:
+    raw = request.headers.get(idempotency.HEADER)
+    return None if raw is None else idempotency._valid_key(raw)
+
+
+def _claim(adapter: Adapter, key: str):
+    idempotency.purge_expired()
+    stale_after = dt.timedelta(seconds=state().config.turn_lease_seconds)
+    # The protocol is part of what was asked: the same key on two protocols is a reused key.
+    digest = idempotency.body_hash(adapter.agent_id, {"protocol": adapter.name, "body": adapter.body})
+    return idempotency.claim(g.principal.user_id, key, adapter.agent_id, digest, stale_after)
+
+
+def _replayed(final: dict) -> list[Event]:
+    start = Event("start", {"id": final.get("id"), "conversation_id": final.get("conversation_id"),
+                            "provider": final.get("provider"), "model": final.get("model")})
+    return [start, Event("done", {"message": dict(final), "usage": final.get("usage")})]
+
+
+def _recorded(events: Iterable, user_id: str, key: str) -> Iterator:
+    """Pass the events through; record the final message, or drop the claim if none came."""
+    final = None
+    try:
+        for event in events:
+            if event is not None and event.type == "done":
+                final = {**event.data["message"], "usage": event.data["usage"]}
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()
+        with state().db.connection_context():
+            if final is not None:
+                idempotency.finish(user_id, key, final, 200)
+            else:
+                idempotency.abandon(user_id, key)
+
+
+def now() -> int:
+    return int(dt.datetime.now(dt.timezone.utc).timestamp())
