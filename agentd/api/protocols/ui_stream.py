@@ -113,15 +113,17 @@ class _Projection:
         except ValueError:
             arguments = call["function"]["arguments"]  # the model's malformed JSON, as it was
         return [*self._close_text(),
-                {"type": "tool-input-available", "toolCallId": call["id"],
-                 "toolName": call["function"]["name"], "input": arguments}]
+                # dynamic: the client has no typed definition of the agent's tools;
+                # providerExecuted: the server ran it, so useChat must not run it itself.
+                {"type": "tool-input-available", "toolCallId": call["id"], "toolName": call["function"]["name"],
+                 "input": arguments, "dynamic": True, "providerExecuted": True}]
 
     def _on_tool_result(self, data):
         if data.get("is_error"):
-            return [{"type": "tool-output-error", "toolCallId": data["tool_call_id"],
-                     "errorText": data["content"] or "the tool failed"}]
-        return [{"type": "tool-output-available", "toolCallId": data["tool_call_id"],
-                 "output": data["content"]}]
+            return [{"type": "tool-output-error", "toolCallId": data["tool_call_id"], "dynamic": True,
+                     "providerExecuted": True, "errorText": data["content"] or "the tool failed"}]
+        return [{"type": "tool-output-available", "toolCallId": data["tool_call_id"], "dynamic": True,
+                 "providerExecuted": True, "output": data["content"]}]
 
     def _on_done(self, data):
         out = []
