@@ -127,3 +127,38 @@ def test_keys_and_origins(served):
     own = httpx.post(f"{server.url}/mcp", json=initialize("2025-06-18"), headers={**authorised, "Origin": server.url})
     assert own.status_code == 200
     assert httpx.get(f"{server.url}/mcp", headers=authorised).status_code == 405
+
+
+def test_under_gunicorn_gevent_calls_run_side_by_side(tmp_path, database_url, fake_openai, processes):
+    """The SDK bridge under the production worker: four turns are in flight at once, /healthz answers."""
+    import threading
+
+    from tests.conftest import openai_agent
+    from tests.support import ServerProcess, free_port, server_env, write_agent
+
+    together = threading.Barrier(4, timeout=20)  # released only when all four calls reach the model
+
+    def meet(body):
+        together.wait()
+        return Reply(content="together")
+
+    fake_openai.script(*[Reply(func=meet)] * 4)
+    agents = write_agent(tmp_path / "agents", "bot", openai_agent(fake_openai))
+    port = free_port()
+    command = ["-m", "gunicorn", "-c", "gunicorn.conf.py", "--workers", "1", "wsgi:app"]
+    server = ServerProcess(command, server_env(database_url, agents, port), port, tmp_path / "gunicorn.log")
+    processes.append(server)
+
+    async def main():
+        async with httpx2.AsyncClient(timeout=30) as http:
+            async with Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as client:
+                calls = asyncio.gather(*[client.call_tool("bot", {"message": f"q{i}"}) for i in range(4)])
+                while fake_openai.calls < 2:
+                    await asyncio.sleep(0.05)
+                async with httpx2.AsyncClient(timeout=10) as probe:
+                    health = (await probe.get(f"{server.url}/healthz")).status_code
+                return await calls, health
+
+    results, health = asyncio.run(main())
+    assert [r.content[0].text for r in results] == ["together"] * 4
+    assert health == 200  # answered while turns were waiting on the model
