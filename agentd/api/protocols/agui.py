@@ -22,7 +22,7 @@ from agentd.api.protocols.base import Adapter, known_conversation, serve
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import InvalidRequest
-from agentd.turn.chat import ChatInput
+from agentd.vocab import ChatInput
 
 bp = Blueprint("agui", __name__)
 

@@ -21,8 +21,7 @@ from agentd.api.streaming import SSE_HEADERS, connection_releaser, pump, shuttin
 from agentd.errors import ApiError, ConversationNotFound
 from agentd.policies import idempotency
 from agentd.store import messages as store
-from agentd.turn.chat import ChatInput
-from agentd.vocab import Event
+from agentd.vocab import ChatInput, Event
 
 
 def state():

@@ -37,7 +37,7 @@ from mcp.shared.exceptions import MCPError
 from agentd import __version__
 from agentd.api.protocols.base import final_of, state
 from agentd.errors import ApiError, Forbidden
-from agentd.turn.chat import ChatInput
+from agentd.vocab import ChatInput
 
 bp = Blueprint("mcp_server", __name__)
 

@@ -17,7 +17,7 @@ from agentd.api.protocols.base import Adapter, error_of, now, serve, sse, state
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import InvalidRequest
-from agentd.turn.chat import ChatInput
+from agentd.vocab import ChatInput
 
 bp = Blueprint("openai", __name__)
 CONVERSATION_HEADER = "X-Conversation-Id"

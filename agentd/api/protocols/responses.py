@@ -16,7 +16,7 @@ from agentd.api.protocols.messages import client_chat
 from agentd.api.protocols.openai import CONVERSATION_HEADER, _flag, _model, conversation_header
 from agentd.api.validation import json_body
 from agentd.errors import InvalidRequest
-from agentd.turn.chat import ChatInput
+from agentd.vocab import ChatInput
 
 bp = Blueprint("responses", __name__)
 

@@ -22,7 +22,7 @@ from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import ConversationBusy, InvalidRequest
 from agentd.store import messages as store
-from agentd.turn.chat import ChatInput
+from agentd.vocab import ChatInput
 from agentd.store.models import utcnow
 
 bp = Blueprint("ui_stream", __name__)
