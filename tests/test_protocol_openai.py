@@ -225,3 +225,21 @@ def test_idempotency_key_replays_in_openai_shape(served, client, fake_openai):
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model="bot", messages=[{"role": "user", "content": "other"}],
                                        extra_headers=headers)
+
+
+def test_guardrails_and_cache_see_the_client_history(agentd_server, fake_openai):
+    from tests.conftest import openai_agent
+    server = agentd_server({"bot": openai_agent(fake_openai, cache={"ttl": 60}, guardrails={
+        "blocked_patterns": ["(?i)forbidden"], "pii": "redact"})})
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.chat.completions.create(model="bot", messages=[
+            {"role": "user", "content": "a forbidden word"}, {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "fine now"}])
+    assert refused.value.body["code"] == "GUARDRAIL_BLOCKED" and fake_openai.calls == 0
+    client.chat.completions.create(model="bot", messages=[
+        {"role": "user", "content": "mail me at ada@example.com"}, {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "hello"}])
+    assert "ada@example.com" not in str(fake_openai.requests[-1]["messages"])
+    client.chat.completions.create(model="bot", messages=[{"role": "user", "content": "hello"}])
+    assert fake_openai.calls == 2  # a first question after history is not a cached first question

@@ -46,8 +46,8 @@ def cacheable(agent, inp) -> bool:
     """Only a first message with nothing personal in it, for an agent that opted in."""
     if not (agent.setting("cache") or {}).get("ttl"):
         return False
-    return not (inp.conversation_id or inp.context or inp.images or inp.system_prompt is not None
-                or inp.provider or inp.model)
+    return not (inp.conversation_id or inp.history or inp.context or inp.images
+                or inp.system_prompt is not None or inp.provider or inp.model)
 
 
 def cache_key(agent, inp) -> str:

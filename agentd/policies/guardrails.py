@@ -132,6 +132,24 @@ def message_verdict(agent, text: str) -> Verdict | None:
     return verdict
 
 
+def history_verdict(agent, history) -> Verdict | None:
+    """The rules on earlier user messages a client sent itself (`ChatInput.history`).
+
+    They reach the model like the new message, so they pass the same rules: one
+    refused refuses the request; personal data in one is masked in place (a
+    Verdict speaks only of the new message), so it is stored and sent masked.
+    """
+    for message in history:
+        if message.role != "user" or not message.content:
+            continue
+        verdict = builtin_verdict(agent, message.content)
+        if verdict and verdict.refuse:
+            return verdict
+        if verdict and verdict.rewrite is not None:
+            message.content = verdict.rewrite
+    return None
+
+
 # ---------------------------------------------------------- the answer rules
 
 def filter_answer(agent, content: str | None) -> str | None:
@@ -197,7 +215,11 @@ class GuardrailsPlugin:
         self.hook = hook_caller  # () -> the manager's hook relay
 
     @hookimpl(tryfirst=True)
-    def check_message(self, agent, message):
+    def check_message(self, agent, message, chat_input):
+        earlier = history_verdict(agent, chat_input.history)
+        if earlier is not None:  # the new message is stored as refused: masked, where PII is watched
+            masked = find_pii(message)[0] if _settings(agent).get("pii", "off") != "off" else None
+            return Verdict(refuse=earlier.refuse, stored=masked)
         return message_verdict(agent, message)
 
     @hookimpl(tryfirst=True)
