@@ -31,7 +31,10 @@ def _data_url_image(url, where: str) -> Image:
     if not isinstance(url, str) or not url.startswith("data:") or ";base64," not in url:
         raise InvalidRequest(f"{where}: only base64 data: URLs are accepted for images")
     mime = url[5:].split(";", 1)[0]
-    return _image({"data": url, "mime_type": mime}, 0)
+    try:
+        return _image({"data": url, "mime_type": mime}, 0)
+    except InvalidRequest as exc:  # its message names `images[0]`; name the client's field instead
+        raise InvalidRequest(f"{where}: {exc.message.split(': ', 1)[-1]}") from None
 
 
 def content_of(content, where: str) -> tuple[str, list[Image]]:
@@ -81,7 +84,8 @@ def _message(item, where: str) -> Message:
     if role == "tool":
         if not isinstance(item.get("tool_call_id"), str):
             raise InvalidRequest(f"{where}.tool_call_id: required on tool messages")
-        return Message("tool", text, tool_call_id=item["tool_call_id"], name=item.get("name") or None)
+        name = item.get("name") if isinstance(item.get("name"), str) else None
+        return Message("tool", text, tool_call_id=item["tool_call_id"], name=name or None)
     calls = _tool_calls(item.get("tool_calls"), f"{where}.tool_calls") if role == "assistant" else None
     return Message(role, text or None, tool_calls=calls, images=images if role == "user" else [])
 

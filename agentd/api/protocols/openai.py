@@ -150,7 +150,7 @@ def list_models():
         for agent in state().agents.values() if allowed is None or agent.id in allowed]})
 
 
-@bp.get("/v1/models/<path:model>")
+@bp.get("/v1/models/<model>")
 def get_model(model):
     agent = state().chat.agent(model, g.principal)
     return jsonify({"id": agent.id, "object": "model", "created": now(), "owned_by": "agentd"})
