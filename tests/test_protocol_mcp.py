@@ -162,3 +162,11 @@ def test_under_gunicorn_gevent_calls_run_side_by_side(tmp_path, database_url, fa
     results, health = asyncio.run(main())
     assert [r.content[0].text for r in results] == ["together"] * 4
     assert health == 200  # answered while turns were waiting on the model
+
+
+def test_transport_refusals_are_json(served):
+    server, key = served
+    response = httpx.post(f"{server.url}/mcp", content=b"hello", headers={"Authorization": f"Bearer {key}"})
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["error"]["message"]

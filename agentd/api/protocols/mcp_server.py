@@ -26,6 +26,7 @@ refused with 403, as the MCP transport specification requires.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 import mcp_types as types
@@ -180,8 +181,18 @@ def mcp_endpoint():
     if exchange.call is not None:
         exchange.result = _answer(*exchange.call)
         status, headers, payload = _run(lambda: _asgi_exchange(exchange, scope, body))
+    return _response(status, headers, payload)
+
+
+def _response(status: int, headers: list, payload: bytes) -> Response:
+    """The SDK's answer; its few plain-text refusals (bad media type…) as JSON-RPC errors."""
+    named = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers}
+    if status >= 400 and not named.get("content-type", "").startswith("application/json"):
+        text = payload.decode("utf-8", "replace").strip() or "Invalid request"
+        error = {"jsonrpc": "2.0", "id": None, "error": {"code": types.INVALID_REQUEST, "message": text}}
+        return Response(json.dumps(error), status=status, mimetype="application/json")
     response = Response(payload, status=status)
-    for name, value in headers:
-        if name.lower() not in (b"content-length", b"transfer-encoding"):
-            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+    for name, value in named.items():
+        if name not in ("content-length", "transfer-encoding"):
+            response.headers[name] = value
     return response
