@@ -161,6 +161,8 @@ class ChatInput:
     # Earlier messages a client sent itself (the OpenAI-style protocols): stored before
     # `message` when the turn starts a new conversation, so they become its history.
     history: list[Message] = field(default_factory=list)
+    # The id for the conversation this turn starts, when a client names its threads itself.
+    new_conversation_id: str | None = None
 
 
 @dataclass

@@ -87,6 +87,22 @@ def test_thread_id_continues_the_conversation(served, fake_openai):
     assert post(server, other, run_input(thread, {"role": "user", "content": "x"})).status_code == 403
 
 
+def test_a_client_named_thread_becomes_the_conversation_id(served, fake_openai):
+    import uuid
+    server, key = served
+    thread = str(uuid.uuid4())
+    first = events_of(post(server, key, run_input(thread, {"role": "user", "content": "one"})))
+    assert first[0].thread_id == thread
+    events_of(post(server, key, run_input(thread, {"role": "user", "content": "one"},
+                                          {"role": "assistant", "content": "echo: one"},
+                                          {"role": "user", "content": "two"}, run="run-2")))
+    stored = server.client.get(f"/api/conversations/{thread}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert stored["channel"] == "agui"
+    assert [m["content"] for m in stored["messages"]] == ["one", "echo: one", "two", "echo: two"]
+    assert post(server, new_key(server, "mallory"), run_input(thread, {"role": "user", "content": "x"})
+                ).status_code == 403
+
+
 def test_client_history_seeds_a_new_thread(served, fake_openai):
     server, key = served
     events_of(post(server, key, run_input("t", {"role": "user", "content": "Remember 5."},
@@ -142,3 +158,11 @@ def test_unknown_agent_and_missing_key(served):
     body = run_input("t", {"role": "user", "content": "hi"})
     assert post(server, key, body, agent="nope").status_code == 404
     assert server.client.post("/api/agents/bot/agui", json=body).status_code == 401
+
+
+def test_a_client_named_id_taken_meanwhile_is_409_not_500(database):
+    from agentd.errors import ConversationBusy
+    from agentd.store.messages import create_busy_conversation
+    create_busy_conversation("bot", "alice", "agui", None, None, 60, conversation_id="a" * 20)
+    with pytest.raises(ConversationBusy):
+        create_busy_conversation("bot", "bob", "agui", None, None, 60, conversation_id="a" * 20)

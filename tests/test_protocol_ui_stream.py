@@ -80,6 +80,18 @@ def test_chat_id_continues_the_conversation(served, node, fake_openai):
     assert sent == ["one", "echo: one", "two"]
 
 
+def test_use_chat_ids_name_the_conversation(served, node, fake_openai):
+    server, key = served
+    chat_id = "Xq3k9ZpLm2Rt7VwY"  # what useChat's generateId makes: 16 characters
+    send(node, server, key, chat_id, ui_message("user", "one", "u1"))
+    again = send(node, server, key, chat_id, ui_message("user", "one", "u1"),
+                 ui_message("assistant", "echo: one", "a1"), ui_message("user", "two", "u2"))
+    assert again["message"]["metadata"]["conversation_id"] == chat_id
+    stored = server.client.get(f"/api/conversations/{chat_id}", headers={"Authorization": f"Bearer {key}"}).json()
+    assert stored["channel"] == "ui"
+    assert [m["content"] for m in stored["messages"]] == ["one", "echo: one", "two", "echo: two"]
+
+
 def test_the_raw_stream_has_the_header_and_ends_with_done(served, fake_openai):
     server, key = served
     response = server.client.post("/api/agents/bot/ui-chat", headers={"Authorization": f"Bearer {key}"},

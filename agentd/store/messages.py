@@ -54,15 +54,24 @@ def create_conversation(agent_id: str, user_id: str, channel: str, context: dict
 
 
 def create_busy_conversation(agent_id: str, user_id: str, channel: str, context: dict | None,
-                             title: str | None, lease_seconds: int) -> tuple[Conversation, str]:
-    """A new conversation whose turn lock is already taken: one INSERT instead of three statements."""
+                             title: str | None, lease_seconds: int,
+                             conversation_id: str | None = None) -> tuple[Conversation, str]:
+    """A new conversation whose turn lock is already taken: one INSERT instead of three statements.
+
+    `conversation_id` is a client-named thread's id (AG-UI, AI SDK); another
+    request creating the same one first makes this one 409 CONVERSATION_BUSY.
+    """
     token = secrets.token_hex(8)
     conversation = Conversation(
-        id=new_conversation_id(), agent_id=agent_id, user_id=user_id, channel=channel,
+        id=conversation_id or new_conversation_id(), agent_id=agent_id, user_id=user_id, channel=channel,
         context=context or None, title=title, busy_token=token,
         busy_until=utcnow() + dt.timedelta(seconds=lease_seconds))
     # What Conversation.create does (its defaults are in __data__ already), with SQL built once.
-    prepared.insert(Conversation, dict(conversation.__data__))
+    try:
+        with db.atomic():  # a savepoint: a lost race must not poison the caller's transaction
+            prepared.insert(Conversation, dict(conversation.__data__))
+    except pw.IntegrityError:
+        raise ConversationBusy("This conversation id is taken, or a turn is already starting it") from None
     conversation._dirty.clear()
     return conversation, token
 
@@ -318,15 +327,15 @@ def store_refused_message(agent_id: str, user_id: str, conversation_id: str | No
 
 def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: str | None,
               channel: str, context: dict | None, title: str | None, lease: int,
-              history: list[dict] | None = None) -> tuple[Conversation, str]:
+              history: list[dict] | None = None, new_id: str | None = None) -> tuple[Conversation, str]:
     """Take the conversation's turn lock (creating it when new) and store the user's message.
 
     One transaction: the conversation (or its new context), the lock and the
     message land together or not at all. `message` holds the message's columns
     besides its conversation, agent and user; `history` (rows of the same form)
     are earlier messages a client sent itself, stored before it in a new
-    conversation. Returns the conversation, with `user_message_id` set, and the
-    lock's token.
+    conversation (whose id is `new_id` when a client named it). Returns the
+    conversation, with `user_message_id` set, and the lock's token.
     """
     with db.atomic():
         if conversation_id:
@@ -339,7 +348,8 @@ def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: st
                 Conversation.update(context=context).where(Conversation.id == conversation.id).execute()
                 conversation.context = context
         else:
-            conversation, token = create_busy_conversation(agent_id, user_id, channel, context, title, lease)
+            conversation, token = create_busy_conversation(agent_id, user_id, channel, context, title, lease,
+                                                           conversation_id=new_id)
             if history:
                 owner = {"conversation": conversation.id, "agent_id": agent_id, "user_id": user_id}
                 Message.insert_many([{**owner, **row} for row in history]).execute()

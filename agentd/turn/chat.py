@@ -136,7 +136,7 @@ class ChatService:
         return store.open_turn(agent.id, principal.user_id, message, conversation_id=inp.conversation_id,
                                channel=inp.channel, context=inp.context, title=title,
                                lease=self.state.config.turn_lease_seconds,
-                               history=[_history_row(m) for m in inp.history])
+                               history=[_history_row(m) for m in inp.history], new_id=inp.new_conversation_id)
 
 
 class Turn:

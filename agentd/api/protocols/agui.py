@@ -18,7 +18,7 @@ from ag_ui.encoder import EventEncoder
 from flask import Blueprint, request
 from pydantic import ValidationError
 
-from agentd.api.protocols.base import Adapter, known_conversation, serve
+from agentd.api.protocols.base import Adapter, client_thread, serve
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import InvalidRequest
@@ -62,9 +62,9 @@ class AgUi(Adapter):
         messages = [_plain(m) for m in self.run.messages if m.role in ("user", "assistant", "tool",
                                                                        "system", "developer")]
         chat = client_chat(messages)
-        conversation_id = known_conversation(self.run.thread_id, self.agent_id)
-        return ChatInput(message=chat.message, stream=True, channel=self.channel,
-                         conversation_id=conversation_id, history=[] if conversation_id else chat.history)
+        conversation_id, new_id = client_thread(self.run.thread_id, self.agent_id)
+        return ChatInput(message=chat.message, stream=True, channel=self.channel, conversation_id=conversation_id,
+                         new_conversation_id=new_id, history=[] if conversation_id else chat.history)
 
     def frames(self, events):
         encoder, projection = EventEncoder(), _Projection(self.run.run_id)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Iterable, Iterator
 
 from flask import Response, current_app, g, request, stream_with_context
@@ -61,20 +62,24 @@ class Adapter:
         return dict(self.headers)
 
 
-def known_conversation(conversation_id, agent_id: str) -> str | None:
-    """A client-named thread: the caller's conversation id, None when no such one exists yet.
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
-    AG-UI and AI SDK clients name their threads themselves; a name agentd never
-    issued starts a new conversation (seeded with the client's messages), and
-    another user's conversation is still 403.
+
+def client_thread(thread_id, agent_id: str) -> tuple[str | None, str | None]:
+    """A client-named thread as (conversation to continue, id for a new conversation).
+
+    AG-UI and AI SDK clients name their threads themselves. A name that is one
+    of the caller's conversations continues it (another user's is 403); a new
+    one becomes the new conversation's id when it is as hard to guess as ours
+    (16 to 64 of `A-Za-z0-9_-`: uuids, nanoids), else the server picks the id.
     """
-    if not isinstance(conversation_id, str) or not conversation_id:
-        return None
+    if not isinstance(thread_id, str) or not thread_id:
+        return None, None
     try:
-        store.get_owned_conversation(conversation_id, g.principal.user_id, agent_id)
+        store.get_owned_conversation(thread_id, g.principal.user_id, agent_id)
     except ConversationNotFound:
-        return None
-    return conversation_id
+        return None, thread_id if CLIENT_ID.fullmatch(thread_id) else None
+    return thread_id, None
 
 
 # -- the one chat path -----------------------------------------------------------------

@@ -17,7 +17,7 @@ import json
 
 from flask import Blueprint, Response, g, request
 
-from agentd.api.protocols.base import Adapter, known_conversation, serve, sse, state
+from agentd.api.protocols.base import Adapter, client_thread, serve, sse, state
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import ConversationBusy, InvalidRequest
@@ -54,9 +54,9 @@ class UiMessageStream(Adapter):
         chat_id = self.body.get("id")
         if chat_id is not None and not isinstance(chat_id, str):
             raise InvalidRequest("id: must be a string")
-        conversation_id = known_conversation(chat_id, self.agent_id)
-        return ChatInput(message=chat.message, stream=True, channel=self.channel,
-                         conversation_id=conversation_id, history=[] if conversation_id else chat.history)
+        conversation_id, new_id = client_thread(chat_id, self.agent_id)
+        return ChatInput(message=chat.message, stream=True, channel=self.channel, conversation_id=conversation_id,
+                         new_conversation_id=new_id, history=[] if conversation_id else chat.history)
 
     def frames(self, events):
         projection = _Projection()
