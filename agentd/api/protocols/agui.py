@@ -2,9 +2,9 @@
 
 Events are the `ag-ui-protocol` package's models, framed by its EventEncoder.
 `threadId` is the conversation id: a conversation of the caller continues
-(only the last user message is new); a thread agentd does not know yet starts
-a new conversation seeded with the client's earlier messages, and the run's
-events name that conversation as their `threadId`. The client's own `tools`,
+(only the last user message is new); a new thread starts a new conversation,
+seeded with the client's earlier messages, under the thread's own id when it
+is a hard-to-guess one (see `client_thread`), and the events name it. The client's own `tools`,
 `state` and `context` are not used: the agent's tools run server-side and
 their calls and results are reported as `TOOL_CALL_*` events.
 """

@@ -3,8 +3,8 @@
 Takes the body `useChat` sends (`id` = the chat, `messages` as UIMessages with
 `parts`) and answers SSE parts ending `data: [DONE]`, with the header
 `x-vercel-ai-ui-message-stream: v1`. `id` is the conversation id, as for AG-UI
-threads: a conversation of the caller continues, an id agentd never issued
-starts a new conversation seeded with the client's earlier messages; `start`
+threads (`client_thread`): a conversation of the caller continues, a new id
+starts a conversation seeded with the client's earlier messages; `start`
 carries `messageMetadata.conversation_id` either way. Server-side tool calls
 appear as `tool-input-available` / `tool-output-available` parts.
 
