@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import harness, history, report, turns
+from bench import harness, history, protocols, report, turns
 
 # (rounds, calls per round, seconds at 16 clients, open-stream levels, history size, pages)
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "$AGENTD_BENCH_POSTGRES_URL")
     parser.add_argument("--workers", type=int, default=None,
                         help="gunicorn workers (default: what gunicorn.conf.py says)")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: turns,concurrency,streams,history")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: turns,concurrency,protocols,streams,history")
     parser.add_argument("--out", default=str(harness.REPO / "bench" / "results" / "latest.md"))
     return parser.parse_args(argv)
 
@@ -88,6 +88,15 @@ def run_streams(args, scale: Scale, upstream, work: Path, rows: list) -> None:
     rows += report.stream_rows(results)
 
 
+def run_protocols(args, scale: Scale, upstream, work: Path, rows: list) -> None:
+    server = harness.start_agentd(work / "protocols", f"sqlite:///{work / 'protocols' / 'agentd.db'}",
+                                  upstream.url, args.workers)
+    try:
+        rows += protocols.rows(protocols.run_rounds(server, upstream.url, scale.rounds, scale.per_round, log))
+    finally:
+        server.stop()
+
+
 def run_history(args, scale: Scale, upstream, work: Path, rows: list) -> None:
     results, skipped = [], []
     size = scale.conversations * scale.per_conversation
@@ -113,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="agentd-bench-") as tmp:
             work = Path(tmp)
-            parts = [("turns", run_turns), ("streams", run_streams), ("history", run_history)]
+            parts = [("turns", run_turns), ("protocols", run_protocols), ("streams", run_streams),
+                     ("history", run_history)]
             for name, part in parts:
                 if name not in args.skip:
                     part(args, scale, upstream, work, rows)
