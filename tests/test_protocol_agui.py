@@ -166,3 +166,16 @@ def test_a_client_named_id_taken_meanwhile_is_409_not_500(database):
     create_busy_conversation("bot", "alice", "agui", None, None, 60, conversation_id="a" * 20)
     with pytest.raises(ConversationBusy):
         create_busy_conversation("bot", "bob", "agui", None, None, 60, conversation_id="a" * 20)
+
+
+def test_an_idempotency_key_replays_the_run_as_agui_events(served, fake_openai):
+    server, key = served
+    body = run_input("t", {"role": "user", "content": "once"})
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "agui-1"}
+    first = server.client.post("/api/agents/bot/agui", json=body, headers=headers)
+    again = server.client.post("/api/agents/bot/agui", json=body, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true" and fake_openai.calls == 1
+    replayed = events_of(again)
+    check_order(replayed)
+    text = lambda events: "".join(e.delta for e in events if e.type == EventType.TEXT_MESSAGE_CONTENT)  # noqa: E731
+    assert text(replayed) == text(events_of(first)) == "echo: once"

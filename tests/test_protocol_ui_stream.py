@@ -16,7 +16,7 @@ CHECKER = Path(__file__).parent / "ui_stream"
 
 @pytest.fixture(scope="session")
 def node():
-    """node with the `ai` package installed into tests/ui_stream (npm install on first use)."""
+    """node with the `ai` package installed into tests/ui_stream (`npm ci` on first use)."""
     node = shutil.which("node")
     if node is None:
         pytest.skip("node is not installed")
@@ -24,7 +24,7 @@ def node():
         npm = shutil.which("npm")
         if npm is None:
             pytest.skip("npm is not installed")
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=CHECKER,
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=CHECKER,
                        check=True, timeout=300)
     return node
 
