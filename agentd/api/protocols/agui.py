@@ -18,13 +18,14 @@ from ag_ui.encoder import EventEncoder
 from flask import Blueprint, request
 from pydantic import ValidationError
 
-from agentd.api.protocols.base import Adapter, client_thread, serve
+from agentd.api.protocols.base import Adapter, client_thread, refuse_widget_sessions, serve
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import InvalidRequest
 from agentd.vocab import ChatInput
 
 bp = Blueprint("agui", __name__)
+bp.before_request(refuse_widget_sessions)
 
 
 def validation_message(exc: ValidationError, prefix: str = "") -> str:

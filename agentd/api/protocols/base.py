@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from flask import Response, current_app, g, request, stream_with_context
 
 from agentd.api.streaming import SSE_HEADERS, connection_releaser, pump, shutting_down_error
-from agentd.errors import ApiError, ConversationNotFound
+from agentd.errors import ApiError, ConversationNotFound, Forbidden
 from agentd.policies import idempotency
 from agentd.store import messages as store
 from agentd.vocab import ChatInput, Event
@@ -27,6 +27,17 @@ from agentd.vocab import ChatInput, Event
 
 def state():
     return current_app.extensions["agentd"]
+
+
+def refuse_widget_sessions() -> None:
+    """before_request of every protocol route: a widget session may only chat through the widget.
+
+    Its token names one agent for one site's visitors, with the widget's own
+    limits on tools and events; no other protocol may carry it.
+    """
+    principal = getattr(g, "principal", None)
+    if principal is not None and principal.kind == "widget":
+        raise Forbidden("A widget session can only chat")
 
 
 def sse(data, event: str | None = None) -> str:

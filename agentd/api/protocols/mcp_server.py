@@ -36,11 +36,12 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
 from agentd import __version__
-from agentd.api.protocols.base import final_of, state
+from agentd.api.protocols.base import final_of, refuse_widget_sessions, state
 from agentd.errors import ApiError, Forbidden
 from agentd.vocab import ChatInput
 
 bp = Blueprint("mcp_server", __name__)
+bp.before_request(refuse_widget_sessions)
 
 INPUT_SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["message"],

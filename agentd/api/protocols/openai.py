@@ -13,13 +13,14 @@ import json
 
 from flask import Blueprint, g, jsonify, request
 
-from agentd.api.protocols.base import Adapter, error_of, now, serve, sse, state
+from agentd.api.protocols.base import Adapter, error_of, now, refuse_widget_sessions, serve, sse, state
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import InvalidRequest
 from agentd.vocab import ChatInput
 
 bp = Blueprint("openai", __name__)
+bp.before_request(refuse_widget_sessions)
 CONVERSATION_HEADER = "X-Conversation-Id"
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

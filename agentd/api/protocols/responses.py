@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, g, request
 
-from agentd.api.protocols.base import Adapter, error_of, now, serve, sse, state
+from agentd.api.protocols.base import Adapter, error_of, now, refuse_widget_sessions, serve, sse, state
 from agentd.api.protocols.messages import client_chat
 from agentd.api.protocols.openai import CONVERSATION_HEADER, _flag, _model, conversation_header
 from agentd.api.validation import json_body
@@ -19,6 +19,7 @@ from agentd.errors import InvalidRequest
 from agentd.vocab import ChatInput
 
 bp = Blueprint("responses", __name__)
+bp.before_request(refuse_widget_sessions)
 
 
 def response_id(message_id, conversation_id: str) -> str:

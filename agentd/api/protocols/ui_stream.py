@@ -17,7 +17,7 @@ import json
 
 from flask import Blueprint, Response, g, request
 
-from agentd.api.protocols.base import Adapter, client_thread, serve, sse, state
+from agentd.api.protocols.base import Adapter, client_thread, refuse_widget_sessions, serve, sse, state
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
 from agentd.errors import ConversationBusy, InvalidRequest
@@ -26,6 +26,7 @@ from agentd.vocab import ChatInput
 from agentd.store.models import utcnow
 
 bp = Blueprint("ui_stream", __name__)
+bp.before_request(refuse_widget_sessions)
 STREAM_HEADER = {"x-vercel-ai-ui-message-stream": "v1"}
 
 
