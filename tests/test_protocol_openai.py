@@ -243,3 +243,29 @@ def test_guardrails_and_cache_see_the_client_history(agentd_server, fake_openai)
     assert "ada@example.com" not in str(fake_openai.requests[-1]["messages"])
     client.chat.completions.create(model="bot", messages=[{"role": "user", "content": "hello"}])
     assert fake_openai.calls == 2  # a first question after history is not a cached first question
+
+
+def test_answers_match_the_openapi_description(served, fake_openai):
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    from agentd.api.openapi import SPEC_PATH
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+
+    def check(response, schema: str):
+        validator = Draft202012Validator({"$ref": f"#/components/schemas/{schema}", **spec})
+        errors = [e.message for e in validator.iter_errors(response.json())]
+        assert not errors, (schema, errors)
+
+    server, key = served
+    auth = {"Authorization": f"Bearer {key}"}
+    one = [{"role": "user", "content": "hi"}]
+    check(server.client.get("/v1/models/bot", headers=auth), "OpenAIModel")
+    check(server.client.post("/v1/chat/completions", json={"model": "bot", "messages": one}, headers=auth),
+          "ChatCompletion")
+    check(server.client.post("/v1/responses", json={"model": "bot", "input": "hi"}, headers=auth), "ResponseObject")
+    for response in (server.client.get("/v1/models"), server.client.post("/v1/models", headers=auth),
+                     server.client.get("/v1/nothing", headers=auth),
+                     server.client.post("/v1/chat/completions", json={"model": "nope", "messages": one},
+                                        headers=auth)):
+        check(response, "OpenAIErrorBody")

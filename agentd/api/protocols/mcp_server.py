@@ -108,11 +108,12 @@ def _server(exchange: _Exchange) -> Server:
 
 def _scope(body: bytes) -> dict:
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-    host, _, port = request.host.partition(":")
+    environ = request.environ  # the server's own name and port: a Host header may say anything
     return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": request.method,
             "scheme": request.scheme, "path": request.path, "raw_path": request.path.encode(),
             "query_string": request.query_string, "root_path": "", "headers": headers,
-            "client": (request.remote_addr or "", 0), "server": (host, int(port or 80))}
+            "client": (request.remote_addr or "", 0),
+            "server": (environ.get("SERVER_NAME", ""), int(environ.get("SERVER_PORT") or 80))}
 
 
 async def _asgi_exchange(exchange: _Exchange, scope: dict, body: bytes) -> tuple[int, list, bytes]:

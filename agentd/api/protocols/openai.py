@@ -49,7 +49,7 @@ def reshape_errors(response):
     return response
 
 
-def _flag(body: dict, name: str) -> bool:
+def flag(body: dict, name: str) -> bool:
     value = body.get(name, False)
     if value is None:
         return False
@@ -58,7 +58,7 @@ def _flag(body: dict, name: str) -> bool:
     return value
 
 
-def _model(body: dict) -> str:
+def model_field(body: dict) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("model: required, the id of an agent (GET /v1/models lists them)")
@@ -78,7 +78,7 @@ class ChatCompletions(Adapter):
 
     def chat_input(self) -> ChatInput:
         body = self.body
-        stream = _flag(body, "stream")
+        stream = flag(body, "stream")
         options = body.get("stream_options")
         if options is not None and not isinstance(options, dict):
             raise InvalidRequest("stream_options: must be an object")
@@ -160,4 +160,4 @@ def get_model(model):
 @bp.post("/v1/chat/completions")
 def chat_completions():
     body = json_body(request)
-    return serve(ChatCompletions(_model(body), body))
+    return serve(ChatCompletions(model_field(body), body))

@@ -9,11 +9,11 @@ Streamed, each `response.*` event carries a growing `sequence_number`.
 """
 from __future__ import annotations
 
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 
-from agentd.api.protocols.base import Adapter, error_of, now, refuse_widget_sessions, serve, sse, state
+from agentd.api.protocols.base import Adapter, error_of, now, refuse_widget_sessions, serve, sse
 from agentd.api.protocols.messages import client_chat
-from agentd.api.protocols.openai import CONVERSATION_HEADER, _flag, _model, conversation_header
+from agentd.api.protocols.openai import CONVERSATION_HEADER, conversation_header, flag, model_field
 from agentd.api.validation import json_body
 from agentd.errors import InvalidRequest
 from agentd.vocab import ChatInput
@@ -64,7 +64,7 @@ class Responses(Adapter):
 
     def chat_input(self) -> ChatInput:
         body = self.body
-        stream = _flag(body, "stream")
+        stream = flag(body, "stream")
         instructions = body.get("instructions")
         if instructions is not None and not isinstance(instructions, str):
             raise InvalidRequest("instructions: must be a string")
@@ -154,4 +154,4 @@ class Responses(Adapter):
 @bp.post("/v1/responses")
 def create_response():
     body = json_body(request)
-    return serve(Responses(_model(body), body))
+    return serve(Responses(model_field(body), body))
