@@ -269,3 +269,14 @@ def test_answers_match_the_openapi_description(served, fake_openai):
                      server.client.post("/v1/chat/completions", json={"model": "nope", "messages": one},
                                         headers=auth)):
         check(response, "OpenAIErrorBody")
+
+
+def test_a_turn_failing_mid_stream_is_an_error_chunk(served, client, fake_openai):
+    fake_openai.script(Reply(content="one two three four", fault="error_event"))
+    stream = client.chat.completions.create(model="bot", stream=True, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.APIError) as failed:
+        list(stream)
+    assert failed.value.body["code"] == "MODEL_ERROR"
+    fake_openai.script(Reply(content="one two three four", fault="error_event"))
+    events = list(client.responses.create(model="bot", input="x", stream=True))
+    assert events[-1].type == "response.failed" and events[-1].response.error.code == "MODEL_ERROR"
