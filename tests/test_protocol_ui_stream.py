@@ -134,3 +134,19 @@ def test_bad_bodies_are_400(served, fake_openai, body, field):
     response = server.client.post("/api/agents/bot/ui-chat", json=body, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 400 and response.json()["error"]["message"].startswith(field)
     assert fake_openai.calls == 0
+
+
+def test_resume_while_a_turn_runs_says_busy(served, fake_openai):
+    """Attaching needs the runs machinery; until then a running turn is reported, not hidden."""
+    server, key = served
+    auth = {"Authorization": f"Bearer {key}"}
+    chat_id = "Resume0123456789"
+    fake_openai.script(Reply(content="a slow answer " * 10, chunk_delay=0.1))
+    with server.client.stream("POST", "/api/agents/bot/ui-chat", headers=auth,
+                              json={"id": chat_id, "messages": [ui_message("user", "hi", "u1")]}) as stream:
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))  # the turn has started
+        busy = server.client.get(f"/api/agents/bot/ui-chat/{chat_id}/stream", headers=auth)
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "CONVERSATION_BUSY"
+        assert "data: [DONE]" in list(lines)
+    assert server.client.get(f"/api/agents/bot/ui-chat/{chat_id}/stream", headers=auth).status_code == 204
