@@ -111,10 +111,18 @@ def serve(adapter: Adapter) -> Response:
         if key:
             idempotency.abandon(g.principal.user_id, key)
         raise
-    events = pump_events(turn) if inp.stream else turn.events()
+    events = pump_events(turn) if inp.stream else drive(turn)
     if key:
         events = _recorded(events, g.principal.user_id, key)
     return _respond(adapter, inp, turn.conversation_id, events, {})
+
+
+# The two places that know how a turn is driven (with the runs machinery they
+# become its run's `follow()` and `drive()`); everything else only reads events.
+
+def drive(turn) -> Iterator[Event]:
+    """A non-streamed turn's events, run in this request."""
+    return turn.events()
 
 
 def pump_events(turn) -> Iterator[Event | None]:

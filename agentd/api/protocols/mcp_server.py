@@ -36,7 +36,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.exceptions import MCPError
 
 from agentd import __version__
-from agentd.api.protocols.base import final_of, refuse_widget_sessions, state
+from agentd.api.protocols.base import drive, final_of, refuse_widget_sessions, state
 from agentd.errors import ApiError, Forbidden
 from agentd.vocab import ChatInput
 
@@ -157,7 +157,7 @@ def _answer(agent_id: str, arguments: dict) -> types.CallToolResult:
                     channel="mcp")
     try:
         turn = state().chat.start_turn(agent_id, g.principal, inp)
-        final = final_of(turn.events())
+        final = final_of(drive(turn))
     except ApiError as exc:
         return types.CallToolResult(content=[types.TextContent(text=f"{exc.code}: {exc.message}")],
                                     is_error=True)
