@@ -130,7 +130,7 @@ def purge_expired(now: dt.datetime | None = None, force: bool = False) -> int:
 
 # --- the HTTP side ------------------------------------------------------------------
 
-def _valid_key(raw: str) -> str:
+def valid_key(raw: str) -> str:
     key = raw.strip()
     if not key or len(key) > MAX_KEY_CHARS or not key.isprintable():
         raise InvalidRequest(f"{HEADER}: must be 1 to {MAX_KEY_CHARS} printable characters")
@@ -192,7 +192,7 @@ def guard(agent_id: str, body: dict, send: Callable[[], Response]) -> Response:
     raw = request.headers.get(HEADER)
     if raw is None:
         return send()
-    key, user_id = _valid_key(raw), g.principal.user_id
+    key, user_id = valid_key(raw), g.principal.user_id
     state = current_app.extensions["agentd"]
     purge_expired()
     stale_after = dt.timedelta(seconds=state.config.turn_lease_seconds)

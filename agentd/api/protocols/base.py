@@ -170,7 +170,7 @@ def error_of(event: Event) -> ApiError:
 
 def _idempotency_key() -> str | None:
     raw = request.headers.get(idempotency.HEADER)
-    return None if raw is None else idempotency._valid_key(raw)
+    return None if raw is None else idempotency.valid_key(raw)
 
 
 def _claim(adapter: Adapter, key: str):
