@@ -17,7 +17,7 @@ from agentd.policies import install_policies
 from agentd.providers.router import ModelRouter, RetryPolicy
 from agentd.store import connect_database
 from agentd.store.settings import shared_secret
-from agentd.turn.recorder import recover_unfinished
+from agentd.store.recorder import recover_unfinished
 from agentd.tools.hooks import tool_hooks_from
 from agentd.turn.toolrun import ToolHooks
 

@@ -11,6 +11,7 @@ from agentd.api.errors import register_error_handlers
 from agentd.auth import any_key_exists, bearer_principal
 from agentd.errors import Forbidden
 from agentd.hookspecs import hookimpl
+from agentd.store.database import ping
 
 log = logging.getLogger("agentd.api")
 
@@ -123,7 +124,7 @@ def security_headers(response):
 def healthz():
     state = current_app.extensions["agentd"]
     try:
-        state.db.execute_sql("SELECT 1")
+        ping(state.db)
         database = "ok"
     except Exception:
         database = "error"

@@ -129,8 +129,8 @@ def _own_database_identities() -> list:
     urls = [os.environ.get("AGENTD_DATABASE_URL") or "sqlite:///agentd.db"]
     identities = [_identity(u) for u in urls]
     try:  # the app's live database, whatever URL it was opened from
-        from agentd.store.models import db
-        live = db.obj
+        from agentd.store.database import current_database
+        live = current_database()
     except Exception:
         live = None
     if live is not None and "sqlite" in type(live).__name__.lower():

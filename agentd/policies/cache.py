@@ -16,7 +16,6 @@ the model's raw text: answer guardrails run again on every hit.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -25,10 +24,9 @@ import weakref
 from typing import Iterator
 
 from flask import g, has_request_context
-from peewee import EXCLUDED
 
+from agentd.store import cache as entries
 from agentd.vocab import ProviderChunk
-from agentd.store.models import CacheEntry, utcnow
 from agentd.vocab import Completion, Message, Usage
 
 log = logging.getLogger("agentd.policies.cache")
@@ -57,18 +55,12 @@ def cache_key(agent, inp) -> str:
 
 
 def lookup(key: str) -> dict | None:
-    entry = CacheEntry.get_or_none((CacheEntry.key == key) & (CacheEntry.expires_at > utcnow()))
-    return entry.value if entry else None
+    return entries.get(key)
 
 
 def store(key: str, value: dict, ttl: int) -> None:
     """Keep an answer for `ttl` seconds (replacing an older one), and drop expired answers."""
-    now = utcnow()
-    (CacheEntry.insert(key=key, value=value, expires_at=now + dt.timedelta(seconds=ttl))
-     .on_conflict(conflict_target=[CacheEntry.key],
-                  update={CacheEntry.value: EXCLUDED.value, CacheEntry.expires_at: EXCLUDED.expires_at})
-     .execute())
-    CacheEntry.delete().where((CacheEntry.expires_at <= now) & CacheEntry.key.startswith(KEY_PREFIX)).execute()
+    entries.put(key, value, ttl, KEY_PREFIX)
 
 
 class CachedCaller:

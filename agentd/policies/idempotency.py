@@ -19,7 +19,7 @@ record: another body → 422, still running → 409, finished → the stored ans
   never share a record (422).
 
 This is the HTTP side of the feature (it reads the header and wraps the
-response); the claim/finish/abandon functions below it are plain storage.
+response); the records are kept by agentd.store.idempotency.
 """
 from __future__ import annotations
 
@@ -27,21 +27,19 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import threading
 from typing import Callable, Iterable, Iterator
 
-import peewee as pw
 from flask import Response, current_app, g, jsonify, request
 
 from agentd.errors import ApiError, InvalidRequest
-from agentd.store.models import IdempotencyRecord, db, utcnow
+from agentd.store import idempotency as records
+from agentd.store.idempotency import abandon, finish
 
 log = logging.getLogger("agentd.policies.idempotency")
 
 HEADER = "Idempotency-Key"
 TTL = dt.timedelta(hours=24)
 MAX_KEY_CHARS = 255
-PURGE_EVERY = dt.timedelta(minutes=10)
 
 
 class IdempotencyInProgress(ApiError):
@@ -61,71 +59,20 @@ def body_hash(agent_id: str, body: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _record(user_id: str, key: str):
-    return (IdempotencyRecord.user_id == user_id) & (IdempotencyRecord.key == key)
-
-
-def _insert(user_id: str, key: str, agent_id: str, digest: str, now: dt.datetime) -> bool:
-    try:
-        with db.atomic():  # a failed insert must not poison an outer transaction (PostgreSQL)
-            IdempotencyRecord.insert(key=key, user_id=user_id, agent_id=agent_id, body_hash=digest,
-                                     status="running", created_at=now).execute()
-        return True
-    except pw.IntegrityError:
-        return False
-
-
-def _outdated(record: IdempotencyRecord, now: dt.datetime, stale_after: dt.timedelta) -> bool:
-    if record.created_at <= now - TTL:
-        return True
-    return record.status == "running" and record.created_at <= now - stale_after
-
-
 def claim(user_id: str, key: str, agent_id: str, digest: str, stale_after: dt.timedelta,
-          now: dt.datetime | None = None) -> IdempotencyRecord | None:
+          now: dt.datetime | None = None):
     """None when this request now owns the key and must run; the finished record to replay; or 409/422."""
-    now = now or utcnow()
-    for _ in range(3):
-        if _insert(user_id, key, agent_id, digest, now):
-            return None
-        record = IdempotencyRecord.get_or_none(_record(user_id, key))
-        if record is None:
-            continue  # deleted between our insert and our read: try again
-        if _outdated(record, now, stale_after):
-            # Only the exact row we judged: a concurrent taker's fresh row survives.
-            IdempotencyRecord.delete().where(_record(user_id, key)
-                                             & (IdempotencyRecord.created_at == record.created_at)).execute()
-            continue
-        if record.body_hash != digest:
-            raise IdempotencyKeyReused(f"{HEADER}: already used with a different request body")
-        if record.status != "done":
-            raise IdempotencyInProgress(f"{HEADER}: the first request with this key is still running")
-        return record
-    raise IdempotencyInProgress(f"{HEADER}: the first request with this key is still running")
-
-
-def finish(user_id: str, key: str, response: dict, status_code: int) -> None:
-    (IdempotencyRecord.update(status="done", response=response, status_code=status_code)
-     .where(_record(user_id, key) & (IdempotencyRecord.status == "running")).execute())
-
-
-def abandon(user_id: str, key: str) -> None:
-    """Forget a claim whose request failed, so a retry with the same key runs again."""
-    IdempotencyRecord.delete().where(_record(user_id, key) & (IdempotencyRecord.status == "running")).execute()
-
-
-_last_purge: list[dt.datetime] = []
-_purge_lock = threading.Lock()
+    outcome, record = records.claim(user_id, key, agent_id, digest, TTL, stale_after, now)
+    if outcome == records.REUSED:
+        raise IdempotencyKeyReused(f"{HEADER}: already used with a different request body")
+    if outcome == records.RUNNING:
+        raise IdempotencyInProgress(f"{HEADER}: the first request with this key is still running")
+    return record
 
 
 def purge_expired(now: dt.datetime | None = None, force: bool = False) -> int:
-    """Delete expired records, at most every PURGE_EVERY per process (claim() ignores them anyway)."""
-    now = now or utcnow()
-    with _purge_lock:
-        if not force and _last_purge and _last_purge[0] > now - PURGE_EVERY:
-            return 0
-        _last_purge[:] = [now]
-    return IdempotencyRecord.delete().where(IdempotencyRecord.created_at <= now - TTL).execute()
+    """Delete expired records, at most every few minutes per process (claim() ignores them anyway)."""
+    return records.purge_expired(TTL, now, force)
 
 
 # --- the HTTP side ------------------------------------------------------------------
@@ -142,7 +89,7 @@ def _sse(kind: str, data: dict) -> str:
     return f"event: {kind}\ndata: {payload}\n\n"
 
 
-def _replay(record: IdempotencyRecord, stream: bool) -> Response:
+def _replay(record, stream: bool) -> Response:
     message = record.response
     if not stream:
         response = jsonify(message)

@@ -101,3 +101,18 @@ def connect_database(url: str, run_migrations: bool = True):
 def close_database() -> None:
     if db.obj is not None and not db.is_closed():
         db.close()
+
+
+def connection():
+    """A context in which this thread's queries share one connection, handed back at its end."""
+    return db.connection_context()
+
+
+def ping(database) -> None:
+    """Raise unless `database` answers a trivial query (the health check)."""
+    database.execute_sql("SELECT 1")
+
+
+def current_database():
+    """The database agentd's models are bound to now (None before `connect_database`)."""
+    return db.obj

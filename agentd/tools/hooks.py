@@ -18,11 +18,21 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
-from agentd.turn.toolrun import ToolHooks
 from agentd.tools import Tool, ToolContext, ToolError
 from agentd.vocab import ToolResult
+
+
+@dataclass
+class ToolHooks:
+    """Plugin hooks around each call: `before(tool, args, ctx)` may return new args or raise
+    ToolError to refuse; `after(tool, args, result, ctx)` may return a replaced ToolResult."""
+
+    before: list[Callable] = field(default_factory=list)
+    after: list[Callable] = field(default_factory=list)
+    lookup: list[Callable] = field(default_factory=list)  # (tool, args, ctx) -> cached content or None
 
 
 def cache_key(tool: Tool, arguments: dict, ctx: ToolContext) -> str:

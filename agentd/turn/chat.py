@@ -18,10 +18,9 @@ from agentd.errors import AgentNotFound, ApiError, GuardrailBlocked, InvalidRequ
 from agentd.turn.liveturns import live_turns
 from agentd.turn.loop import LoopSettings, run_loop
 from agentd.turn.prompting import TemplateBudgetError, system_prompt, title_from
-from agentd.turn.recorder import TurnRecorder
+from agentd.store.recorder import TurnRecorder
 from agentd.hookcalls import checked_answer, each_impl, notify, wrapped_caller
 from agentd.store import messages as store
-from agentd.store.models import Conversation, Message
 from agentd.turn.toolrun import ToolHooks, ToolRunSettings
 from agentd.tools import ToolContext
 from agentd.vocab import (ChatInput, Event, Image, Message as Msg, MessageContext, ModelRequest, Principal,
@@ -55,7 +54,8 @@ def _render_override(template: str, context: dict | None) -> str | None:
         raise InvalidRequest(f"system_prompt: the template {exc}") from None
 
 
-def _history_messages(rows: list[Message]) -> list[Msg]:
+def _history_messages(rows: list) -> list[Msg]:
+    """The model's view of stored rows (store.history_window's, carrying WINDOW_FIELDS)."""
     out = []
     for row in rows:
         calls = [ToolCall.from_dict(c) for c in row.tool_calls] if row.tool_calls else None
@@ -143,7 +143,7 @@ class Turn:
     """One running turn; iterate `events()` once."""
 
     def __init__(self, service: ChatService, agent: Agent, principal: Principal, inp: ChatInput,
-                 conversation: Conversation, token: str, block: dict):
+                 conversation, token: str, block: dict):
         self.service, self.agent, self.principal, self.inp = service, agent, principal, inp
         self.conversation, self.token, self.block = conversation, token, block
         self.cancelled = False

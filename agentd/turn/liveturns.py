@@ -13,14 +13,13 @@ produced and its client gets an `error` event, instead of being cut mid-word.
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
 from collections import defaultdict
 
-from agentd.turn.recorder import save_checkpoints
-from agentd.store.models import Conversation, db, utcnow
+from agentd.store.database import connection
+from agentd.store.turns import renew_leases
 
 log = logging.getLogger("agentd.turns")
 CHECKPOINT_SECONDS = 5.0
@@ -60,7 +59,7 @@ class LiveTurns:
         """End every live turn with `exc` as its error event; returns how many were ended."""
         self.closing = True
         ended = 0
-        with db.connection_context():
+        with connection():
             for turn in self.snapshot():
                 try:
                     ended += turn.abort(exc) is not None
@@ -98,16 +97,6 @@ class LiveTurns:
                 checkpoints.append(checkpoint)
         if groups:
             renew_leases(groups, checkpoints)
-
-
-def renew_leases(groups: dict[int, list[str]], checkpoints: list[tuple[int, str]] = ()) -> None:
-    """Push out the leases named by their tokens (one UPDATE per lease length), save text so far."""
-    with db.connection_context():
-        for lease, tokens in groups.items():
-            (Conversation.update(busy_until=utcnow() + dt.timedelta(seconds=lease))
-             .where(Conversation.busy_token.in_(tokens)).execute())
-        if checkpoints:
-            save_checkpoints(checkpoints)
 
 
 def _lease(turn) -> int:

@@ -9,25 +9,16 @@ import logging
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 from agentd.tools import Tool, ToolContext, ToolError, frame_untrusted, result_text, validate_arguments
+from agentd.tools.hooks import ToolHooks
 from agentd.vocab import Event, ToolCall, ToolResult
 
 log = logging.getLogger("agentd.tools")
 
 _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="agentd-tool")
-
-
-@dataclass
-class ToolHooks:
-    """Plugin hooks around each call: `before(tool, args, ctx)` may return new args or raise
-    ToolError to refuse; `after(tool, args, result, ctx)` may return a replaced ToolResult."""
-
-    before: list[Callable] = field(default_factory=list)
-    after: list[Callable] = field(default_factory=list)
-    lookup: list[Callable] = field(default_factory=list)  # (tool, args, ctx) -> cached content or None
 
 
 @dataclass
