@@ -106,6 +106,11 @@ def _release_query(m: dict):
             .where((Conversation.id == m["id"]) & (Conversation.busy_token == m["token"])))
 
 
+def turn_running(conversation: Conversation) -> bool:
+    """Whether the conversation's turn lock is held by a lease that has not run out."""
+    return conversation.busy_token is not None and conversation.busy_until > utcnow()
+
+
 def extend_turn(conversation_id: str, token: str, lease_seconds: int) -> None:
     (Conversation.update(busy_until=utcnow() + dt.timedelta(seconds=lease_seconds))
      .where((Conversation.id == conversation_id) & (Conversation.busy_token == token)).execute())

@@ -23,7 +23,6 @@ from agentd.api.validation import json_body
 from agentd.errors import ConversationBusy, InvalidRequest
 from agentd.store import messages as store
 from agentd.vocab import ChatInput
-from agentd.store.models import utcnow
 
 bp = Blueprint("ui_stream", __name__)
 bp.before_request(refuse_widget_sessions)
@@ -155,6 +154,6 @@ def resume(agent_id, chat_id):
     """
     state().chat.agent(agent_id, g.principal)
     conversation = store.get_owned_conversation(chat_id, g.principal.user_id, agent_id)
-    if conversation.busy_token is None or conversation.busy_until <= utcnow():
+    if not store.turn_running(conversation):
         return Response(status=204, headers=STREAM_HEADER)
     raise ConversationBusy("A turn is running in this conversation; attaching to it is not available yet")
