@@ -18,6 +18,7 @@ from agentd.providers.router import ModelRouter, RetryPolicy
 from agentd.store import connect_database
 from agentd.store.settings import shared_secret
 from agentd.store.recorder import recover_unfinished
+from agentd.tools import offload
 from agentd.tools.hooks import tool_hooks_from
 from agentd.turn.toolrun import ToolHooks
 
@@ -47,6 +48,7 @@ def _config(config) -> Config:
 
 
 def build_state(config: Config) -> AppState:
+    offload.configure(config.tool_threads)
     database = connect_database(config.database_url)
     recover_unfinished(database)
     registry = load_plugins(split_path_list(config.plugins_dir), entry_points=config.entry_points)

@@ -297,6 +297,12 @@ def run_query(url: str, sql: str, params: dict, limits: Limits, tables=None) -> 
 
 
 # ---------------------------------------------------------------- tools
+def _cooperative(url: str) -> bool:
+    # sqlite3 blocks inside C for the whole query: off the gevent hub (agentd.tools.offload).
+    # psycopg 3 waits on its socket through gevent's patched select, so it may stay on it.
+    return not url.startswith("sqlite")
+
+
 def _parameters_schema(sql: str, declared: dict | None, bound: dict) -> dict:
     """The JSON schema the model sees: the SQL's parameters minus the ones bound from the caller."""
     used = sql_parameters(sql)
@@ -363,7 +369,8 @@ def _query_tool(name: str, spec: dict, url: str, limits: Limits) -> Tool:
 
     description = spec.get("description") or f"Run the {name} query."
     return Tool(name=name, description=description, parameters=schema, func=run,
-                context_param=_CALLER, timeout=limits.timeout + 5, untrusted=True)
+                context_param=_CALLER, timeout=limits.timeout + 5, untrusted=True,
+                cooperative=_cooperative(url))
 
 
 def _free_sql_tool(spec: dict, url: str, limits: Limits) -> Tool:
@@ -379,7 +386,8 @@ def _free_sql_tool(spec: dict, url: str, limits: Limits) -> Tool:
     schema = {"type": "object", "required": ["query"], "additionalProperties": False,
               "properties": {"query": {"type": "string", "description": "one SELECT statement"}}}
     return Tool(name=spec.get("name", FREE_SQL_TOOL), description=description, parameters=schema,
-                func=sql_query, timeout=limits.timeout + 5, untrusted=True)
+                func=sql_query, timeout=limits.timeout + 5, untrusted=True,
+                cooperative=_cooperative(url))
 
 
 def _check_sqlite_syntax(url: str, tools_sql: list[tuple[str, str]]) -> None:

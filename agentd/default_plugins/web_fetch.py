@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 import httpx
 
 from agentd import ToolContext, ToolError, frame_untrusted, hookimpl
-from agentd.tools import netguard
+from agentd.tools import netguard, offload
 
 MAX_REDIRECTS = 5
 USER_AGENT = "agentd-web-fetch/0.1 (+https://github.com/agentd)"
@@ -196,6 +196,7 @@ def _wrap(url: str, text: str) -> str:
 def web_fetch(url: str, ctx: ToolContext) -> dict:
     """Fetch one web page (http or https) and return its readable text, title and final URL."""
     config = {**DEFAULTS, **(ctx.config or {})}
+    deadline = time.monotonic() + config["timeout"]
     try:
         final, kind, body = _fetch(_parse_url(url), config, ctx)
     except netguard.BlockedError as exc:
@@ -204,7 +205,13 @@ def web_fetch(url: str, ctx: ToolContext) -> dict:
         raise ToolError("the page took too long to answer") from None
     except httpx.HTTPError as exc:
         raise ToolError(f"could not fetch the page: {exc.__class__.__name__}: {exc}") from None
-    title, text = _extract(bytes(body.data), kind, str(final))
+    # Parsing and extraction are CPU work (seconds on a big page): off the gevent hub,
+    # within what is left of the fetch's own time limit.
+    try:
+        title, text = offload.run(_extract, bytes(body.data), kind, str(final),
+                                  timeout=max(deadline - time.monotonic(), 1.0))
+    except offload.Expired:
+        raise ToolError("extracting the page's text took too long") from None
     limit = config["max_chars"]
     truncated = body.truncated or len(text) > limit
     return {"url": str(final), "title": title, "truncated": truncated,
@@ -257,4 +264,6 @@ def before_tool_call(tool, arguments, context):
 def register_tools(register):
     # No tool timeout of its own: the agent's tool_timeout applies, and the
     # configured `timeout` (20 s by default) ends the fetch before it.
-    register(web_fetch, config_schema=CONFIG_SCHEMA, cache_ttl=300, status_message="Reading a web page…")
+    # Cooperative: its network waits are gevent's; the CPU part goes through offload itself.
+    register(web_fetch, config_schema=CONFIG_SCHEMA, cache_ttl=300, status_message="Reading a web page…",
+             cooperative=True)

@@ -50,6 +50,10 @@ class Tool:
     cache_ttl: float | None = None
     status_message: str | None = None
     untrusted: bool = False  # its results come from outside (pages, snippets, rows): framed as data
+    # False (the default): the function may compute or block in C, so it runs on a
+    # pool thread off the gevent hub (agentd.tools.offload). True: it only waits on
+    # (gevent-patched) sockets and runs in the turn's own greenlet.
+    cooperative: bool = False
 
     def call(self, arguments: dict, ctx: ToolContext) -> Any:
         if self.context_param:
@@ -121,14 +125,14 @@ def schema_from_function(func: Callable) -> tuple[dict, str | None]:
 def tool_from_function(func: Callable, *, name: str | None = None, description: str | None = None,
                        config_schema: dict | None = None, timeout: float | None = None,
                        cache_ttl: float | None = None, status_message: str | None = None,
-                       untrusted: bool = False) -> Tool:
+                       untrusted: bool = False, cooperative: bool = False) -> Tool:
     """Build a Tool from a plain function."""
     parameters, context_param = schema_from_function(func)
     doc = inspect.getdoc(func) or ""
     return Tool(name=name or func.__name__, description=description or doc.strip(),
                 parameters=parameters, func=func, config_schema=config_schema,
                 context_param=context_param, timeout=timeout, cache_ttl=cache_ttl,
-                status_message=status_message, untrusted=untrusted)
+                status_message=status_message, untrusted=untrusted, cooperative=cooperative)
 
 
 def validate_arguments(tool: Tool, raw: str) -> dict:

@@ -12,12 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Iterator
 
-from agentd.tools import Tool, ToolContext, ToolError, frame_untrusted, result_text, validate_arguments
+from agentd.tools import (Tool, ToolContext, ToolError, frame_untrusted, offload, result_text,
+                          validate_arguments)
 from agentd.tools.hooks import ToolHooks
 from agentd.vocab import Event, ToolCall, ToolResult
 
 log = logging.getLogger("agentd.tools")
 
+# Each call's orchestration (validation, hooks, waiting): a greenlet under gevent's
+# patching. The tool function itself runs in agentd.tools.offload's pool unless it
+# is cooperative, so CPU work and C calls never hold the hub.
 _pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="agentd-tool")
 
 
@@ -41,7 +45,18 @@ def _error(call: ToolCall, message: str) -> ToolResult:
     return ToolResult(call.id, call.name, f"Error: {message}", is_error=True)
 
 
-def _execute(tool: Tool, call: ToolCall, ctx: ToolContext, hooks: ToolHooks) -> ToolResult:
+def _call(tool: Tool, arguments: dict, ctx: ToolContext, deadline: float):
+    """The tool function, off the hub unless it is cooperative, within what is left of its time."""
+    if tool.cooperative:
+        return tool.call(arguments, ctx)
+    ctx = replace(ctx, status=offload.hub_callback(ctx.status))
+    try:
+        return offload.run(tool.call, arguments, ctx, timeout=deadline - time.monotonic())
+    except offload.Expired:
+        raise ToolError("the tool timed out") from None
+
+
+def _execute(tool: Tool, call: ToolCall, ctx: ToolContext, hooks: ToolHooks, deadline: float) -> ToolResult:
     """Validate, call hooks and the tool; every failure becomes an error result."""
     try:
         arguments = validate_arguments(tool, call.arguments)
@@ -51,7 +66,7 @@ def _execute(tool: Tool, call: ToolCall, ctx: ToolContext, hooks: ToolHooks) -> 
         if cached is not None:
             result = ToolResult(call.id, call.name, cached)
         else:
-            result = ToolResult(call.id, call.name, _model_text(tool, tool.call(arguments, ctx)))
+            result = ToolResult(call.id, call.name, _model_text(tool, _call(tool, arguments, ctx, deadline)))
     except ToolError as exc:
         return _error(call, str(exc))
     except Exception as exc:  # a tool's bug is the model's information, never a 500
@@ -88,7 +103,7 @@ def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolConte
             inbox.put(("status", tool.status_message, call.name))
         timeout = tool.timeout or settings.timeout
         pending[index] = time.monotonic() + timeout
-        _pool.submit(_worker, index, tool, call, ctx, hooks, inbox)
+        _pool.submit(_worker, index, tool, call, ctx, hooks, inbox, pending[index])
     yield from _collect(calls, pending, results, inbox)
     for index in range(len(calls)):
         result = results[index]
@@ -98,8 +113,10 @@ def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolConte
                     payload=result)
 
 
-def _worker(index, tool, call, ctx, hooks, inbox) -> None:
-    inbox.put(("result", index, _execute(tool, call, ctx, hooks)))
+def _worker(index, tool, call, ctx, hooks, inbox, deadline) -> None:
+    if time.monotonic() >= deadline:
+        return  # timed out while queued (the collector reported it): never starts late
+    inbox.put(("result", index, _execute(tool, call, ctx, hooks, deadline)))
 
 
 def _collect(calls, pending, results, inbox) -> Iterator[Event]:
