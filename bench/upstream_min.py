@@ -12,6 +12,7 @@ every scenario without state:
 
 A request that offers `tools` and whose last message is the user's gets one call
 to the first tool (arguments `{}`); after the tool result it answers in text.
+A model name ending in `-cN` (`t1-c8`) asks for N parallel calls instead of one.
 
 Run: python -m bench.upstream_min --port 0   (prints "listening on PORT" on stdout)
 """
@@ -23,7 +24,7 @@ import json
 import re
 import sys
 
-_MODEL = re.compile(r"t(\d+)(?:-i([0-9.]+))?")
+_MODEL = re.compile(r"t(\d+)(?:-i([0-9.]+))?(?:-c(\d+))?")
 _USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
 
 
@@ -33,6 +34,13 @@ def plan(model: str) -> tuple[int, float]:
     if not match:
         return 1, 0.0
     return int(match.group(1)), float(match.group(2) or 0.0)
+
+
+def tool_calls(body: dict, tool: str) -> list[dict]:
+    match = _MODEL.fullmatch(body.get("model") or "")
+    count = int(match.group(3)) if match and match.group(3) else 1
+    return [{"id": f"call_{n + 1}", "type": "function", "function": {"name": tool, "arguments": "{}"}}
+            for n in range(count)]
 
 
 def wants_tool(body: dict) -> str | None:
@@ -46,8 +54,7 @@ def wants_tool(body: dict) -> str | None:
 def _message(body: dict) -> dict:
     tool = wants_tool(body)
     if tool:
-        return {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": tool, "arguments": "{}"}}]}
+        return {"role": "assistant", "content": None, "tool_calls": tool_calls(body, tool)}
     tokens, _ = plan(body.get("model", ""))
     return {"role": "assistant", "content": "tok " * tokens}
 
@@ -76,8 +83,8 @@ async def _stream(writer: asyncio.StreamWriter, body: dict) -> None:
     writer.write(_chunk(model, {"role": "assistant"}))
     tool = wants_tool(body)
     if tool:
-        writer.write(_chunk(model, {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                                                    "function": {"name": tool, "arguments": "{}"}}]}))
+        for index, call in enumerate(tool_calls(body, tool)):
+            writer.write(_chunk(model, {"tool_calls": [{"index": index, **call}]}))
         finish = "tool_calls"
     else:
         tokens, interval = plan(model)

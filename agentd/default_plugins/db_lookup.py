@@ -25,9 +25,10 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from agentd import Tool, ToolError, Toolset, hookimpl
+from agentd.default_plugins import db_guard
 
 NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 PARAM_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
@@ -114,15 +115,13 @@ def _sqlite_path(url: str) -> str:
 
 
 def _identity(url: str):
-    """What makes two URLs the same database: the file, or the server and database name."""
+    """What makes two URLs the same database: the file, or the server's addresses, port and name."""
     if url.startswith("sqlite"):
         try:
             return ("sqlite", os.path.realpath(_sqlite_path(url)))
         except ToolError:
             return ("sqlite", url)
-    parts = urlsplit(url)
-    return ("postgresql", (parts.hostname or "localhost").lower(), parts.port or 5432,
-            unquote(parts.path.lstrip("/")) or unquote(parts.username or ""))
+    return db_guard.postgres_url_identity(url)
 
 
 def _own_database_identities() -> list:
@@ -136,18 +135,22 @@ def _own_database_identities() -> list:
     if live is not None and "sqlite" in type(live).__name__.lower():
         identities.append(("sqlite", os.path.realpath(str(live.database))))
     elif live is not None:
-        params = getattr(live, "connect_params", {})
-        identities.append(("postgresql", str(params.get("host") or "localhost").lower(),
-                           int(params.get("port") or 5432), live.database))
+        identities.append(db_guard.postgres_identity({**getattr(live, "connect_params", {}),
+                                                      "dbname": live.database}))
     return identities
 
 
 def refuse_own_database(url: str) -> None:
-    """agentd's own tables (API keys, conversations) are never an agent's to read."""
+    """agentd's own tables (API keys, conversations) are never an agent's to read.
+
+    PostgreSQL servers are compared by resolved address (any name or address of
+    this machine is this machine), port and database name, not by host string."""
     mine = _identity(url)
     for own in _own_database_identities():
-        same = own == mine
-        if own[0] == mine[0] == "sqlite" and os.path.exists(own[1]) and os.path.exists(mine[1]):
+        if own[0] != mine[0]:
+            continue
+        same = db_guard.same_postgres(own, mine) if own[0] == "postgresql" else own == mine
+        if own[0] == "sqlite" and os.path.exists(own[1]) and os.path.exists(mine[1]):
             same = same or os.path.samefile(own[1], mine[1])
         if same:
             raise ToolError("db_lookup cannot read agentd's own database")
@@ -189,6 +192,14 @@ def _authorizer(tables: frozenset | None, sql: str = ""):
     return check
 
 
+# Bytes: no value may grow past MAX_VALUE_BYTES while SQLite computes it (SQLite stops
+# building it there: printf('%.*c', 1000000000, 'x') fails instead of taking 1 GB), and
+# fetching stops once the rows so far hold MAX_RESULT_BYTES (the model sees 20,000
+# characters of a tool result anyway).
+MAX_VALUE_BYTES = 1_000_000
+MAX_RESULT_BYTES = 2_000_000
+
+
 @dataclass
 class Limits:
     max_rows: int = 100
@@ -203,7 +214,7 @@ def _sqlite_connect(url: str, limits: Limits, tables, sql: str) -> sqlite3.Conne
                            check_same_thread=False)
     conn.execute("PRAGMA query_only = 1")  # before the authorizer, which refuses PRAGMA
     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 10_000_000)  # printf('%.*c', 1e9, 'x')
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)  # printf('%.*c', 1e9, 'x')
     conn.set_authorizer(_authorizer(tables, sql))
     deadline = time.monotonic() + limits.timeout
     conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 1000)
@@ -215,20 +226,37 @@ def run_sqlite(url: str, sql: str, params: dict, limits: Limits, tables=None) ->
     conn = _sqlite_connect(url, limits, tables, sql)
     try:
         cursor = conn.execute(sql, params)
-        rows = cursor.fetchmany(limits.max_rows + 1)
+        rows, capped = _fetch_capped(cursor, limits.max_rows + 1)
         columns = [d[0] for d in cursor.description or []]
     except sqlite3.OperationalError as exc:
         if "interrupted" in str(exc):
             raise ToolError(f"the query ran longer than {limits.timeout:g} s and was stopped") from None
         raise ToolError(f"query refused or failed: {exc}") from None
+    except sqlite3.DataError as exc:  # string or blob too big
+        raise ToolError(f"query refused: a value is larger than {MAX_VALUE_BYTES} bytes ({exc})") from None
     except (sqlite3.DatabaseError, sqlite3.ProgrammingError, sqlite3.Warning) as exc:
         raise ToolError(f"query refused or failed: {exc}") from None
     finally:
         conn.close()
-    return _rows(columns, rows, limits.max_rows)
+    return _rows(columns, rows, limits.max_rows, capped)
 
 
-_PG_DENY = re.compile(r"^(pg_|lo_|dblink|current_setting$|set_config$|query_to_xml|txid_|version$)", re.I)
+def _size(value) -> int:
+    return len(value) if isinstance(value, (str, bytes)) else 8
+
+
+def _fetch_capped(cursor, max_rows: int) -> tuple[list, bool]:
+    """Up to `max_rows` rows, stopping before their values pass MAX_RESULT_BYTES."""
+    rows, total = [], 0
+    while len(rows) < max_rows:
+        row = cursor.fetchone()
+        if row is None:
+            return rows, False
+        total += sum(_size(v) for v in row)
+        if total > MAX_RESULT_BYTES:
+            return rows, True
+        rows.append(row)
+    return rows, False
 
 
 def _pg_plan_relations(plan: dict, found: set) -> set:
@@ -245,14 +273,15 @@ def _pg_plan_relations(plan: dict, found: set) -> set:
 
 
 def _pg_check_free(cursor, sql: str, tables: frozenset) -> None:
-    for word in _WORD.findall(_code(sql)):
-        if _PG_DENY.match(word):
-            raise ToolError(f"{word} is not allowed in free SQL")
+    # First the parse tree (PostgreSQL's own grammar): functions, casts, tables, node kinds.
+    db_guard.check_postgres_free_sql(sql, tables)
+    # Then the plan, as a second opinion on which relations are really read (views resolved
+    # by name, the search path applied): each must be an allowed table in its own schema.
     cursor.execute("EXPLAIN (VERBOSE, FORMAT JSON) " + to_pyformat(sql), {})
     plan = cursor.fetchone()[0]
     plan = plan[0]["Plan"] if isinstance(plan, list) else plan
     for schema, name in _pg_plan_relations(plan, set()):
-        if schema in ("pg_catalog", "information_schema") or name not in tables:
+        if schema in ("pg_catalog", "information_schema") or not db_guard.table_allowed(schema, name, tables):
             raise ToolError(f"table {name} is not in this agent's allowed tables")
 
 
@@ -283,10 +312,13 @@ def run_postgres(url: str, sql: str, params: dict, limits: Limits, tables=None) 
     return _rows(columns, [tuple(r) for r in rows], limits.max_rows)
 
 
-def _rows(columns: list[str], rows: list[tuple], cap: int) -> dict:
+def _rows(columns: list[str], rows: list[tuple], cap: int, too_big: bool = False) -> dict:
     result = {"columns": columns, "rows": [dict(zip(columns, row)) for row in rows[:cap]],
               "row_count": min(len(rows), cap)}
-    if len(rows) > cap:
+    if too_big:
+        result["truncated"] = (f"only the first {len(rows)} rows are shown: the result passed "
+                               f"{MAX_RESULT_BYTES} bytes; select fewer or shorter columns")
+    elif len(rows) > cap:
         result["truncated"] = f"only the first {cap} rows are shown; narrow the query for more"
     return result
 
