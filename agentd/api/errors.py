@@ -7,6 +7,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from agentd.errors import ApiError
+from agentd.store.database import unavailable_error
 
 log = logging.getLogger("agentd.api")
 
@@ -36,6 +37,10 @@ def _http_error(exc: HTTPException):
 
 
 def _unexpected(exc: Exception):
+    unavailable = unavailable_error(exc)
+    if unavailable is not None:
+        log.warning("database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+        return _api_error(unavailable)
     log.exception("unhandled error")
     return error_response(500, "INTERNAL_ERROR", "Something went wrong on the server")
 

@@ -18,8 +18,10 @@ import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
+import peewee
 from playhouse.db_url import connect
 
+from agentd.errors import ApiError
 from agentd.store.migrations import migrate
 from agentd.store.models import db
 
@@ -31,6 +33,29 @@ SQLITE_PRAGMAS = {"busy_timeout": 10000, "journal_mode": "wal", "foreign_keys": 
 POOL_SIZE = 32          # connections per process (AGENTD_DB_POOL_SIZE)
 POOL_WAIT_SECONDS = 10  # wait this long for a free pooled connection before failing
 STALE_SECONDS = 300     # recycle pooled connections older than this
+# While PostgreSQL is away, a request must fail fast (503) instead of waiting for the
+# worker's timeout: a refused connection fails at once; an address that does not
+# answer at all gives up after CONNECT_TIMEOUT (libpq's minimum is 2 s), and TCP
+# keepalives notice a server that vanished under an open connection.
+CONNECT_TIMEOUT = 2
+PG_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 2, "keepalives_count": 3}
+
+
+class DatabaseUnavailable(ApiError):
+    status, code = 503, "SERVICE_UNAVAILABLE"
+
+
+def unavailable_error(exc: BaseException) -> ApiError | None:
+    """503 SERVICE_UNAVAILABLE for a database that cannot be reached or used right now.
+
+    peewee raises OperationalError/InterfaceError for a refused or dropped connection
+    (and for SQLite's "database is locked" past its busy timeout); a pooled connection
+    that broke is dropped by the pool's check on its next checkout, so agentd
+    recovers by itself once the database is back.
+    """
+    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        return DatabaseUnavailable("the database is unavailable right now; try again shortly")
+    return None
 
 
 def _prepare_sqlite_path(url: str) -> None:
@@ -70,7 +95,7 @@ def _postgres(url: str):
     # prefer_psycopg3: peewee would pick psycopg2 if both drivers were installed.
     return connect("postgresql+pool://" + rest, max_connections=pool_size, stale_timeout=STALE_SECONDS,
                    timeout=POOL_WAIT_SECONDS, prefer_psycopg3=True, unquote_password=True,
-                   unquote_user=True)
+                   unquote_user=True, connect_timeout=CONNECT_TIMEOUT, **PG_KEEPALIVES)
 
 
 def open_database(url: str):

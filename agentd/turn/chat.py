@@ -21,6 +21,7 @@ from agentd.turn.prompting import TemplateBudgetError, system_prompt, title_from
 from agentd.store.recorder import TurnRecorder
 from agentd.hookcalls import checked_answer, each_impl, notify, wrapped_caller
 from agentd.store import messages as store
+from agentd.store.database import unavailable_error
 from agentd.turn.toolrun import ToolHooks, ToolRunSettings
 from agentd.tools import ToolContext
 from agentd.vocab import (ChatInput, Event, Image, Message as Msg, MessageContext, ModelRequest, Principal,
@@ -249,14 +250,16 @@ class Turn:
         except ApiError as exc:
             status = "error"
             yield self._error_event(exc)
-        except Exception:
+        except Exception as exc:
             status = "error"
-            log.exception("turn failed")
-            yield self._error_event(ApiError("the turn failed unexpectedly"))
+            unavailable = unavailable_error(exc)  # the database went away mid-turn: 503, not a bug
+            if unavailable is None:
+                log.exception("turn failed")
+            yield self._error_event(unavailable or ApiError("the turn failed unexpectedly"))
         finally:
             if loop is not None:
                 loop.close()  # closes the provider's request when the client went away
-            self._finish(status)
+            self._finish_quietly(status)
 
     def abort(self, exc: ApiError) -> Event | None:
         """End the turn from another thread (shutdown): store what it has, tell the listeners.
@@ -333,6 +336,19 @@ class Turn:
                     self.recorder.fail("partial" if status == "partial" else "error")
             finally:
                 live_turns.discard(self)
-                if not self._released:
-                    store.release_turn(self.conversation.id, self.token)
-                self._observe(Event("finish", {"status": status}))
+                try:
+                    if not self._released:
+                        store.release_turn(self.conversation.id, self.token)
+                finally:
+                    self._observe(Event("finish", {"status": status}))
+
+    def _finish_quietly(self, status: str) -> None:
+        """_finish, when the database is gone: the client already has its `error` event, and
+        the conversation's lock frees itself when its lease runs out."""
+        try:
+            self._finish(status)
+        except Exception as exc:
+            if unavailable_error(exc) is None:
+                raise
+            log.warning("turn of %s ended without being stored: the database is unavailable",
+                        self.conversation.id)
