@@ -117,7 +117,7 @@ def test_healthz_and_another_stream_answer_while_eight_tools_burn_cpu(tmp_path, 
     burning.join(timeout=120)
     other.join(timeout=60)
     assert burning.error is None and other.error is None, (burning.error, other.error)
-    assert failed == [] and answered >= 20, (answered, failed)
+    assert failed == [] and answered >= 10, (answered, failed)
     assert other_done_while_burning, other.types()
     assert burning.types().count("tool_result") == CALLS and burning.types()[-1] == "done"
     results = [e for e in burning.events if e["type"] == "tool_result"]

@@ -18,14 +18,18 @@ work still queued then never starts (it looks at its deadline when it reaches
 a thread); work already running cannot be stopped (Python cannot kill a
 thread), so it finishes in its thread and its result is dropped.
 
-Python code in a native thread still competes with the hub for the GIL. With
-CPython's default 5 ms switch interval the hub waited about a second for it
-while eight pure-Python burners ran on two cores; the pool therefore lowers
-the interval to 0.5 ms when it starts (bench/responsive.py measures it,
-docs/benchmarks.md has the numbers). A process pool would isolate CPU work
-completely but cannot run arbitrary plugin functions (closures, the
-ToolContext's status callback) and forking under gevent left hung children,
-so agentd does not use one.
+Python code in a native thread still competes with the hub for the GIL: each
+time the hub comes back from waiting on a socket it must win the GIL from the
+busy threads, and with CPython's default 5 ms switch interval a request took
+about a second while eight pure-Python burners ran on two cores. The pool
+therefore lowers the switch interval to 0.1 ms when it starts
+(bench/responsive.py measures it; docs/benchmarks.md has the figures; running
+the pool's threads at a lower OS priority halved the median but not the tail,
+and risks a descheduled thread holding the GIL on a busy machine, so it is
+not done). A process pool would
+isolate CPU work completely but cannot run arbitrary plugin functions
+(closures, the ToolContext's status callback), and forking under gevent left
+hung children, so agentd does not use one.
 """
 from __future__ import annotations
 
@@ -37,11 +41,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
 DEFAULT_THREADS = 16
-SWITCH_INTERVAL = 0.0005  # seconds; see the module docstring
+SWITCH_INTERVAL = 0.0001  # seconds; see the module docstring
 
 _threads = DEFAULT_THREADS
 _native = None      # gevent ThreadPool, made in the worker process on first use
 _executor = None    # ThreadPoolExecutor when gevent is not patched in
+_executor_size = 0
 _setup = threading.Lock()
 
 
@@ -55,7 +60,7 @@ def configure(threads: int) -> None:
     _threads = max(1, int(threads))
     if _native is not None:
         _native.maxsize = _threads
-    if _executor is not None:
+    if _executor is not None and _executor_size != _threads:
         old, _executor = _executor, None
         old.shutdown(wait=False)  # queued work still runs there; new work goes to a new pool
 
@@ -77,10 +82,11 @@ def _native_pool():
 
 
 def _thread_pool() -> ThreadPoolExecutor:
-    global _executor
+    global _executor, _executor_size
     if _executor is None:
         with _setup:
             if _executor is None:
+                _executor_size = _threads
                 _executor = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="agentd-offload")
     return _executor
 
