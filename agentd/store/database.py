@@ -53,9 +53,16 @@ def unavailable_error(exc: BaseException) -> ApiError | None:
     that broke is dropped by the pool's check on its next checkout, so agentd
     recovers by itself once the database is back.
     """
-    if isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
-        return DatabaseUnavailable("the database is unavailable right now; try again shortly")
-    return None
+    if not isinstance(exc, (peewee.OperationalError, peewee.InterfaceError)):
+        return None
+    text = str(exc).lower()
+    if "sqlite" in type(exc.__cause__ or exc.__context__).__module__ and not any(
+            sign in text for sign in _SQLITE_UNAVAILABLE):
+        return None  # "no such table" and other SQLite OperationalErrors are bugs, not outages
+    return DatabaseUnavailable("the database is unavailable right now; try again shortly")
+
+
+_SQLITE_UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly database")
 
 
 def _prepare_sqlite_path(url: str) -> None:
