@@ -4,8 +4,8 @@ The test owns a throwaway PostgreSQL cluster (.ci/start-postgres with its own
 folder and port), stops it while a stream is in flight and requests keep
 coming, then starts it again. While it is down every request answers 503
 SERVICE_UNAVAILABLE (none waits for the worker's timeout: the client's own
-timeout here is far below it), the stream in flight ends with an `error`
-event, and once the database is back agentd serves again by itself (the same
+timeout here is far below it), a WebSocket gets an `error` frame of that code
+and stays open, the stream in flight ends with an `error` event, and once the database is back agentd serves again by itself (the same
 worker, never restarted). Skipped when the PostgreSQL binaries are absent.
 """
 from __future__ import annotations
@@ -19,8 +19,11 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import json
+
 import httpx
 import pytest
+import simple_websocket
 
 from tests.conftest import Reply, openai_agent
 from tests.support import REPO, ServerProcess, free_port, server_env, wait_for, write_agent
@@ -105,7 +108,11 @@ def test_postgres_restart_gives_fast_503s_ends_streams_and_recovers(tmp_path, cl
     reader.start()
     wait_for(lambda: sum(e["type"] == "delta" for e in events) >= 3, what="the stream to be under way")
 
+    socket = simple_websocket.Client.connect(server.url.replace("http", "ws") + "/api/agents/bot/ws")
     cluster.stop()
+    socket.send(json.dumps({"type": "message", "message": "anyone there?"}))
+    frame = json.loads(socket.receive(timeout=CLIENT_TIMEOUT))
+    assert frame["type"] == "error" and frame["error"]["code"] == "SERVICE_UNAVAILABLE", frame
     kinds = ["history", "chat", "stream", "conversations", "healthz"] * 6
     with ThreadPoolExecutor(max_workers=10) as pool:
         outcomes = list(pool.map(lambda kind: (kind, *_request(server.url, kind, conversation_id)), kinds))
@@ -127,6 +134,12 @@ def test_postgres_restart_gives_fast_503s_ends_streams_and_recovers(tmp_path, cl
              what="agentd to see the database again")
     again = server.client.post("/api/agents/bot/chat", json={"message": "back?"})
     assert again.status_code == 200 and again.json()["content"] == "echo: back?"
+    socket.send(json.dumps({"type": "message", "message": "and now?"}))  # the same socket works again
+    frames = [json.loads(socket.receive(timeout=CLIENT_TIMEOUT))]
+    while frames[-1]["type"] not in ("done", "error"):
+        frames.append(json.loads(socket.receive(timeout=CLIENT_TIMEOUT)))
+    assert frames[-1]["type"] == "done" and frames[-1]["message"]["content"] == "echo: and now?", frames[-1]
+    socket.close()
     history = server.history("bot", conversation_id)
     assert [m["content"] for m in history[:2]] == ["remember me", "echo: remember me"]
     assert server.proc.poll() is None

@@ -10,6 +10,7 @@ from agentd.api.streaming import (SSE_HEADERS, connection_releaser, error_frame,
 from agentd.api.validation import chat_input, int_arg, json_body
 from agentd.errors import ApiError, InvalidRequest
 from agentd.store import messages as store
+from agentd.store.database import unavailable_error
 
 bp = Blueprint("chat", __name__)
 
@@ -109,11 +110,25 @@ def websocket_session(ws, agent_id: str, channel: str = "ws", filter_event=None)
         _ws_turn(ws, agent_id, body, channel, filter_event)
 
 
+def _drop_connection() -> None:
+    try:
+        state().db.close()  # the pool discards a connection that broke
+    except Exception:  # noqa: BLE001 — it is broken anyway; the next message connects afresh
+        pass
+
+
 def _ws_turn(ws, agent_id, body, channel, filter_event) -> None:
     try:
         turn = service().start_turn(agent_id, g.principal, chat_input({**body, "stream": True}, channel))
     except ApiError as exc:
         ws.send(error_frame(exc.code, exc.message))
+        return
+    except Exception as exc:
+        unavailable = unavailable_error(exc)  # the database is away: say so, keep the socket
+        if unavailable is None:
+            raise
+        ws.send(error_frame(unavailable.code, unavailable.message))
+        _drop_connection()  # a broken connection must not be this socket's next one
         return
     database = state().db
     ws_stream(ws, turn, filter_event, release=connection_releaser(database))
