@@ -96,7 +96,8 @@ class Stream(threading.Thread):
 def test_healthz_and_another_stream_answer_while_eight_tools_burn_cpu(tmp_path, database_url, fake_openai,
                                                                      processes):
     route_replies(fake_openai, {"burn please": [{"seconds": BURN_SECONDS}] * CALLS})
-    server = start_gunicorn(tmp_path, database_url, fake_openai, "burn")
+    # Eight pool threads, so all eight calls burn at once (the default of 4 would queue half).
+    server = start_gunicorn(tmp_path, database_url, fake_openai, "burn", tool_threads=CALLS)
     processes.append(server)
     burning = Stream(server, "burner", "burn please")
     burning.start()
