@@ -245,6 +245,12 @@ def _check_widget_tools(path: str, spec: dict, root: yaml.Node, tools: dict) -> 
     return problems
 
 
+def _mcp_problems(path: str, spec: dict, root: yaml.Node) -> list[AgentProblem]:
+    from agentd.mcp.config import problems as mcp_problems
+    return [AgentProblem(path, _node_at(root, where).start_mark.line + 1, _key_name(where), message)
+            for where, message in mcp_problems(spec.get("mcp_servers"))]
+
+
 def load_agent(path: Path, registry) -> Agent:
     """Load and validate one agent file; raises AgentLoadError listing every problem."""
     agent_id = path.stem
@@ -252,7 +258,8 @@ def load_agent(path: Path, registry) -> Agent:
         raise AgentLoadError([AgentProblem(str(path), None, "(file name)",
                                            "agent id must be lower-case letters, digits, - or _")])
     data, root = parse_agent_file(path)
-    problems = _schema_problems(str(path), data, root) or _check_patterns(str(path), data, root)
+    problems = (_schema_problems(str(path), data, root) or _check_patterns(str(path), data, root)
+                or _mcp_problems(str(path), data, root))
     if problems:
         raise AgentLoadError(problems)
     tools = _bind_tools(str(path), data, root, registry)

@@ -33,6 +33,15 @@ def after_tool_call(tool, arguments, result, context):
 
 
 @hookspec
+def run_tools(run, tool_context):
+    """Add tools for one run beyond the agent's `tools:` list (the built-in MCP support
+    offers its servers' tools this way). `run` is the running turn, `tool_context` the
+    run's base `ToolContext` (agent, conversation, user, context). Return a dict
+    `{name: (Tool, ToolContext)}` or None; a name the run already has is ignored. To tell
+    the model something (a source is down), append a sentence to `run.system_notes`."""
+
+
+@hookspec
 def check_message(agent, message, context, principal, chat_input):
     """Called before a user's message is stored and reaches the model. `message` is its
     text (as the previous check left it), `context` an `agentd.vocab.MessageContext`

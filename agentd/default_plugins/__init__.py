@@ -8,4 +8,5 @@ DEFAULT_PLUGINS = (
     "agentd.default_plugins.web_search",
     "agentd.default_plugins.web_fetch",
     "agentd.default_plugins.db_lookup",
+    "agentd.default_plugins.mcp",
 )

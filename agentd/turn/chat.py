@@ -160,6 +160,7 @@ class Turn:
         self._released = False  # the turn lock went with the answer's transaction
         self.listeners: list = []  # callables told of an error event when the turn is aborted
         self.tool_texts: list[str] = []  # this turn's tool results so far
+        self.system_notes: list[str] = []  # run_tools implementations tell the model things here
 
     @property
     def conversation_id(self) -> str:
@@ -179,6 +180,8 @@ class Turn:
                                    prefer_web=self.inp.web and any(n.startswith("web_") for n in self.allowed_tools()))
         except TemplateBudgetError as exc:  # the stored context made the caller's template run away
             raise InvalidRequest(f"system_prompt: the template {exc}") from None
+        if self.system_notes:
+            system = "\n\n".join(p for p in [system, *self.system_notes] if p)
         messages = _history_messages(rows)
         if messages and messages[-1].role == "user" and self.inp.images:
             messages[-1].images = list(self.inp.images)
@@ -190,8 +193,15 @@ class Turn:
                            user_id=self.principal.user_id, context=self.conversation.context or {},
                            transcript=self._transcript)
         allowed = self.allowed_tools()
-        return {name: (bound.tool, ToolContext(**{**base.__dict__, "config": bound.config}))
-                for name, bound in self.agent.tools.items() if name in allowed}
+        tools = {name: (bound.tool, ToolContext(**{**base.__dict__, "config": bound.config}))
+                 for name, bound in self.agent.tools.items() if name in allowed}
+        restricted = self.principal.kind == "widget" and self.agent.widget.get("tools") is not None
+        manager = self.service.state.registry.manager
+        for extra in (manager.hook.run_tools(run=self, tool_context=base) if manager else []):
+            for name, pair in (extra or {}).items():
+                if not restricted or name in self.agent.widget["tools"]:
+                    tools.setdefault(name, pair)
+        return tools
 
     def allowed_tools(self) -> set[str]:
         """The agent's tools this caller's turn may use: a widget visitor gets `widget.tools`."""
@@ -233,7 +243,8 @@ class Turn:
             start = self.start_event()
             self._observe(start)
             yield start
-            loop = run_loop(self._request(), self.caller, self._tools(), self._settings(),
+            tools = self._tools()  # first: a tool source may add notes to the system prompt
+            loop = run_loop(self._request(), self.caller, tools, self._settings(),
                             self.service.state.tool_hooks or ToolHooks())
             for event in loop:
                 if self.cancelled:
