@@ -173,7 +173,7 @@ class Hub:
                 del self.sessions[key]
         await connection.close(timeout=2.0)
 
-    async def list_tools(self, spec: ServerSpec, headers: dict | None) -> list:
+    async def list_tools(self, spec: ServerSpec, headers: dict | None, retry: bool = True) -> list:
         connection = await self.connection(spec, headers)
         tools, cursor = [], None
         try:
@@ -185,6 +185,8 @@ class Hub:
                     break
         except Exception as exc:
             await self.forget(connection)
+            if retry:  # a session that died since its last use: one fresh start
+                return await self.list_tools(spec, headers, retry=False)
             raise ServerUnavailable(f"did not list its tools ({describe(exc)})") from None
         return tools
 

@@ -71,15 +71,16 @@ def _block_text(block) -> str | None:
 
 
 def result_content(result) -> str:
-    """A CallToolResult as the tool message's text; an MCP tool error raises ToolError."""
-    structured = None if result.is_error else result.structured_content
-    parts = [json.dumps(structured, ensure_ascii=False, default=str)] if structured is not None else []
-    for block in result.content:
-        if block.type == "text" and structured is not None:
-            continue  # the text copy of the structured content
-        text = _block_text(block)
-        if text is not None:
-            parts.append(text)
+    """A CallToolResult as the tool message's text; an MCP tool error raises ToolError.
+
+    Text blocks as they are (a server sends its structured content as text too,
+    worded for a model); structured content as JSON when no text came with it;
+    images and audio as placeholders, resource links as links.
+    """
+    parts = [text for text in (_block_text(b) for b in result.content) if text is not None]
+    has_text = any(block.type == "text" for block in result.content)
+    if result.structured_content is not None and not has_text and not result.is_error:
+        parts.insert(0, json.dumps(result.structured_content, ensure_ascii=False, default=str))
     text = "\n".join(parts)
     if result.is_error:
         raise ToolError(text or "the tool reported an error")
