@@ -36,6 +36,7 @@ DEFAULT_LIST_TTL = 300.0
 MAX_HTTP_SESSIONS = 64   # per worker process, over all HTTP servers
 HTTP_IDLE_SECONDS = 300.0
 MAX_LIST_PAGES = 20
+RETRY_AFTER = 10.0  # a server that failed to start is not tried again by every run
 
 
 def describe(exc: BaseException) -> str:
@@ -135,6 +136,7 @@ class Hub:
     def __init__(self):
         self.sessions: OrderedDict[str, Connection] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._failed: dict[str, tuple[float, str]] = {}  # key -> (when, why) of the last failed start
 
     async def connection(self, spec: ServerSpec, headers: dict | None) -> Connection:
         """A live session for this server (and these headers), started when needed."""
@@ -148,10 +150,18 @@ class Hub:
             if current is not None:
                 log.warning("MCP server %s is gone; starting it again", spec.name)
                 await current.close(timeout=2.0)
+            failed = self._failed.get(key)
+            if failed and time.monotonic() - failed[0] < RETRY_AFTER:
+                raise ServerUnavailable(f"{failed[1]}; not retried for {RETRY_AFTER:g} s")
             label = f"{spec.name} ({spec.transport})"
             make = (lambda: _stdio_client(spec)) if spec.transport == "stdio" else (lambda: _http_client(spec, headers))
             connection = Connection(label, make)
-            await connection.start(spec.timeout)
+            try:
+                await connection.start(spec.timeout)
+            except ServerUnavailable as exc:
+                self._failed[key] = (time.monotonic(), str(exc))
+                raise
+            self._failed.pop(key, None)
             self.sessions[key] = connection
             await self._sweep()
             return connection
@@ -164,6 +174,8 @@ class Hub:
         excess = [k for k in http if k not in idle][: max(0, len(http) - len(idle) - MAX_HTTP_SESSIONS)]
         for key in idle + excess:
             connection = self.sessions.pop(key)
+            if not self._locks.get(key, asyncio.Lock()).locked():
+                self._locks.pop(key, None)
             asyncio.ensure_future(connection.close())
 
     async def forget(self, connection: Connection) -> None:
