@@ -156,6 +156,18 @@ def test_the_stdio_process_is_reused_across_turns_and_restarted_when_it_dies(age
     assert second != first and pid() == second
 
 
+@pytest.mark.parametrize("ttl,counts", [("60000", [1, 1]), ("0", [1, 2])])
+def test_tool_lists_are_cached_for_the_ttl_the_server_gives(agentd_server, fake_openai, ttl, counts):
+    servers = {"probe": probe_server("--ttl", ttl, tools=["list_count"])}
+    server = agentd_server(agents={"bot": openai_agent(fake_openai, mcp_servers=servers)})
+    seen = []
+    for _ in counts:
+        fake_openai.script(Reply(tool_calls=[("probe__list_count", {})]), Reply(content="done"))
+        server.chat("bot", "how many lists?")
+        seen.append(int(tool_messages(fake_openai.requests[-1])[0]))
+    assert seen == counts
+
+
 def test_tool_hooks_see_mcp_tools_like_any_other(agentd_server, fake_openai, tmp_path):
     plugins = tmp_path / "plugins"
     plugins.mkdir()

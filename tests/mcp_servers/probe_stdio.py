@@ -1,13 +1,32 @@
 """A stdio MCP server for tests, written with the `mcp` SDK: it reports what it can see.
 
-Run as `python tests/mcp_servers/probe_stdio.py`; `--die` exits at once (a server that fails to start).
+Run as `python tests/mcp_servers/probe_stdio.py`; `--die` exits at once (a server that fails to start);
+`--ttl MS` lets clients cache its tool list that long (the SDK's default is 0: immediately stale).
 """
 import os
 import sys
 
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import MCPServer
 
-server = MCPServer("probe")
+TTL = int(sys.argv[sys.argv.index("--ttl") + 1]) if "--ttl" in sys.argv else 0
+server = MCPServer("probe", cache_hints={"tools/list": CacheHint(ttl_ms=TTL)} if TTL else None)
+lists = [0]
+_list_tools = server.list_tools
+
+
+async def counted_list_tools():
+    lists[0] += 1
+    return await _list_tools()
+
+
+server.list_tools = counted_list_tools  # the handler looks it up on the instance
+
+
+@server.tool()
+def list_count() -> int:
+    """How many times this server answered tools/list."""
+    return lists[0]
 
 
 @server.tool()
