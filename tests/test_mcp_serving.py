@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
-import textwrap
 
 import pytest
 import yaml
@@ -72,11 +72,13 @@ def test_under_gunicorn_gevent_mcp_calls_work_and_do_not_block_the_worker(
     command = ["-m", "gunicorn", "-c", "gunicorn.conf.py", "--workers", "1", "wsgi:app"]
     server = ServerProcess(command, server_env(database_url, agents, port), port, tmp_path / "gunicorn.log")
     processes.append(server)
-    fake_openai.script(Reply(tool_calls=[("probe__add", {"a": 2, "b": 3}), ("web__whoami", {})]), Reply(content="ok"))
+    fake_openai.script(Reply(tool_calls=[("probe__add", {"a": 2, "b": 3}), ("web__whoami", {}), ("probe__pid", {})]),
+                       Reply(content="ok"))
     response = server.client.post("/api/agents/bot/chat", json={"message": "add"})
     assert response.status_code == 200, response.text
-    add, whoami = [m["content"] for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"]
+    add, whoami, pid = [m["content"] for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"]
     assert add == "5" and json.loads(whoami)["user"] == "local"
+    assert running(int(pid))
 
     # While one turn waits on a slow MCP tool, the same worker still answers.
     fake_openai.script(Reply(tool_calls=[("web__slow", {"seconds": 4})]), Reply(content="done"))
@@ -90,3 +92,15 @@ def test_under_gunicorn_gevent_mcp_calls_work_and_do_not_block_the_worker(
     thread.join(timeout=60)
     assert finished.is_set()
     assert fake_openai.requests[-1]["messages"][-1]["content"] == "finally"
+
+    server.signal(signal.SIGTERM)  # the worker stops its stdio servers on the way out
+    server.proc.wait(timeout=60)
+    wait_for(lambda: not running(int(pid)), what="the stdio MCP server to stop")
+
+
+def running(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -106,23 +106,29 @@ def _stdio_client(spec: ServerSpec) -> Client:
     return Client(params, cache=CacheConfig(default_ttl_ms=int(DEFAULT_LIST_TTL * 1000)))
 
 
+class _HttpTransport:
+    """The SDK's Streamable HTTP transport over an httpx2 client carrying one caller's headers.
+
+    The SDK leaves a client it was given open; this closes it with the session.
+    """
+
+    def __init__(self, spec: ServerSpec, headers: dict):
+        self.http = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(spec.timeout, read=300.0))
+        self.inner = streamable_http_client(spec.url, http_client=self.http)
+
+    async def __aenter__(self):
+        await self.http.__aenter__()
+        return await self.inner.__aenter__()
+
+    async def __aexit__(self, *exc):
+        try:
+            return await self.inner.__aexit__(*exc)
+        finally:
+            await self.http.aclose()
+
+
 def _http_client(spec: ServerSpec, headers: dict) -> Client:
-    http = create_mcp_http_client(headers=headers, timeout=httpx2.Timeout(spec.timeout, read=300.0))
-
-    class _Transport:
-        # The SDK leaves a provided httpx2 client open; this closes it with the session.
-        async def __aenter__(self):
-            await http.__aenter__()
-            self.inner = streamable_http_client(spec.url, http_client=http)
-            return await self.inner.__aenter__()
-
-        async def __aexit__(self, *exc):
-            try:
-                return await self.inner.__aexit__(*exc)
-            finally:
-                await http.aclose()
-
-    return Client(_Transport(), cache=CacheConfig(default_ttl_ms=int(DEFAULT_LIST_TTL * 1000)))
+    return Client(_HttpTransport(spec, headers), cache=CacheConfig(default_ttl_ms=int(DEFAULT_LIST_TTL * 1000)))
 
 
 def headers_key(spec: ServerSpec, headers: dict) -> str:
