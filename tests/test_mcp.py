@@ -186,3 +186,27 @@ def test_tool_hooks_see_mcp_tools_like_any_other(agentd_server, fake_openai, tmp
     fake_openai.script(Reply(tool_calls=[("probe__add", {"a": 1, "b": 2})]), Reply(content="done"))
     server.chat("bot", "add")
     assert tool_messages(fake_openai.requests[1]) == ["audited 101"]
+
+
+def test_a_folder_plugin_adds_run_tools_and_a_note(agentd_server, fake_openai, tmp_path):
+    """The run_tools hook MCP uses is open to any plugin: per-run tools, bound to the caller."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "per_run.py").write_text(
+        "from dataclasses import replace\n"
+        "from agentd import hookimpl\n"
+        "from agentd.tools import tool_from_function\n"
+        "@hookimpl\n"
+        "def run_tools(run, tool_context):\n"
+        "    user = tool_context.user_id\n"
+        "    def whoami() -> str:\n"
+        "        'Who is asking.'\n"
+        "        return 'you are ' + user\n"
+        "    run.system_notes.append('A per-run note.')\n"
+        "    return {'whoami': (tool_from_function(whoami), replace(tool_context, config={}))}\n")
+    server = agentd_server(agents={"bot": openai_agent(fake_openai)}, plugins_dir=str(plugins))
+    fake_openai.script(Reply(tool_calls=[("whoami", {})]), Reply(content="done"))
+    server.chat("bot", "who?")
+    assert "whoami" in offered(fake_openai.requests[0])
+    assert fake_openai.requests[0]["messages"][0]["content"].endswith("A per-run note.")
+    assert tool_messages(fake_openai.requests[1]) == ["you are local"]

@@ -5,7 +5,8 @@ need the machine (is the command on PATH?) or cross keys (stdio or HTTP).
 
 Header values are operator text with two kinds of holes: `${NAME}` is taken
 from agentd's environment (a token), `{{ user.id }}` / `{{ context.… }}` is
-rendered per caller in the same sandboxed Jinja environment as system prompts.
+rendered per caller in the sandbox (and budget) of system prompts
+(agentd.templating).
 An environment value is passed to Jinja as a variable, never pasted into the
 template, and a caller's context is never searched for `${…}`: neither can
 turn into the other, so a caller cannot make agentd send one of its secrets.
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from jinja2 import TemplateSyntaxError
 
-from agentd.turn.prompting import _env as template_env, render_template
+from agentd.templating import compile_template, render_compiled
 
 DEFAULT_TIMEOUT = 30.0
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -119,7 +120,7 @@ def _header_problems(where: list, headers: dict) -> list[tuple[list, str]]:
     found = []
     for name, value in headers.items():
         try:
-            template_env.parse(value)
+            compile_template(value)
         except TemplateSyntaxError as exc:
             found.append((where + ["headers", name], f"bad template: {exc.message}"))
     return found
@@ -135,6 +136,9 @@ def render_headers(spec: ServerSpec, variables: dict) -> dict[str, str]:
             raise ServerUnavailable(f"environment variable {missing[0]} is not set")
         template = ENV_REF.sub(lambda m: "{{ agentd_env['" + m.group(1) + "'] }}", value)
         env = {v: os.environ[v] for v in ENV_REF.findall(value)}
-        rendered = render_template(template, {**variables, "agentd_env": env})
+        try:
+            rendered = render_compiled(compile_template(template), {**variables, "agentd_env": env})
+        except Exception as exc:  # a template error, the sandbox refusing, the budget: send nothing
+            raise ServerUnavailable(f"header {name} did not render ({exc.__class__.__name__})") from None
         headers[name] = re.sub(r"[\r\n]", "", rendered)  # a caller's context cannot add headers
     return headers
