@@ -72,6 +72,16 @@ def test_http_server_results_allowlist_structured_content_and_images(agentd_serv
     assert "image/png" in picture and "iVBOR" not in picture  # a placeholder, never base64
 
 
+def test_progress_messages_stream_as_status_events(agentd_server, fake_openai, mcp_http):
+    servers = {"web": {"url": mcp_http.url, "tools": ["steps"]}}
+    server = agentd_server(agents={"bot": openai_agent(fake_openai, mcp_servers=servers)})
+    fake_openai.script(Reply(tool_calls=[("web__steps", {})]), Reply(content="done"))
+    events = sse_events(server.chat("bot", "go", stream=True))
+    kinds = [(e["type"], e.get("message")) for e in events if e["type"] in ("tool_call", "status", "tool_result")]
+    assert kinds == [("tool_call", None), ("status", "step 1 of 2"), ("status", "step 2 of 2"), ("tool_result", None)]
+    assert next(e for e in events if e["type"] == "tool_result")["content"] == "both steps done"
+
+
 def test_headers_carry_env_and_user_per_caller(agentd_server, fake_openai, mcp_http, monkeypatch):
     monkeypatch.setenv("MCP_TEST_TOKEN", "tok-from-env")
     headers = {"Authorization": "Bearer ${MCP_TEST_TOKEN}", "X-User-Id": "{{ user.id }}"}

@@ -208,10 +208,12 @@ class Hub:
             raise ServerUnavailable(f"did not list its tools ({describe(exc)})") from None
         return tools
 
-    async def call_tool(self, spec: ServerSpec, headers: dict | None, name: str, arguments: dict):
+    async def call_tool(self, spec: ServerSpec, headers: dict | None, name: str, arguments: dict,
+                        progress=None):
         connection = await self.connection(spec, headers)
         try:
-            return await connection.client.call_tool(name, arguments, read_timeout_seconds=spec.timeout)
+            return await connection.client.call_tool(name, arguments, read_timeout_seconds=spec.timeout,
+                                                     progress_callback=progress)
         except MCPError as exc:
             if exc.code == CONNECTION_CLOSED:
                 await self.forget(connection)

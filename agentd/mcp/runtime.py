@@ -17,12 +17,14 @@ from __future__ import annotations
 import _thread
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import logging
 import os
 import selectors
 import sys
 import threading
+import time
 from typing import Any, Awaitable, Callable
 
 log = logging.getLogger("agentd.mcp")
@@ -93,41 +95,95 @@ class LoopThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-def wait(future: concurrent.futures.Future, timeout: float | None) -> Any:
-    """The future's result, waiting cooperatively under gevent; raises TimeoutError."""
-    if _gevent_patched() and not future.done():
-        _wait_gevent(future, timeout)
+class Relay:
+    """Messages from the loop thread to the waiting caller (MCP progress lines), delivered
+    by `wait` in the caller's own thread or greenlet, where it is safe to hand them on."""
+
+    def __init__(self, deliver: Callable[[Any], None]):
+        self.deliver = deliver
+        self.items: collections.deque = collections.deque()
+        self.wake: Callable[[], None] | None = None
+
+    def post(self, item) -> None:  # called on the loop thread
+        self.items.append(item)
+        wake = self.wake
+        if wake is not None:
+            wake()
+
+    def drain(self) -> None:
+        while self.items:
+            self.deliver(self.items.popleft())
+
+
+class _ThreadWaker:
+    def __init__(self):
+        self.event = threading.Event()
+        self.wake = self.event.set
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(timeout)
+        self.event.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class _GeventWaker:
+    """Sleeps the current greenlet on a hub `async_` watcher that any thread may wake."""
+
+    def __init__(self):
+        import gevent
+        import gevent.event
+
+        self.watcher = gevent.get_hub().loop.async_()
+        self.event = gevent.event.Event()
+        self.guard = _original("threading", "Lock", threading.Lock)()
+        self.open = True
+        self.watcher.start(self.event.set)
+
+    def wake(self) -> None:  # from the loop thread; never after close
+        with self.guard:
+            if self.open:
+                self.watcher.send()
+
+    def wait(self, timeout: float) -> None:
+        self.event.wait(timeout)
+        self.event.clear()
+
+    def close(self) -> None:
+        with self.guard:
+            self.open = False
+        self.watcher.stop()
+        self.watcher.close()
+
+
+def wait(future: concurrent.futures.Future, timeout: float | None, relay: Relay | None = None) -> Any:
+    """The future's result, waiting cooperatively under gevent; raises TimeoutError.
+
+    On a timeout the future is cancelled, which cancels the coroutine in the loop thread.
+    """
+    waker = _GeventWaker() if _gevent_patched() else _ThreadWaker()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    future.add_done_callback(lambda _future: waker.wake())
+    if relay is not None:
+        relay.wake = waker.wake
     try:
-        return future.result(timeout=0 if _gevent_patched() else timeout)
-    except concurrent.futures.TimeoutError:
-        future.cancel()  # cancels the coroutine in the loop thread, too
-        raise TimeoutError("no answer in time") from None
-
-
-def _wait_gevent(future: concurrent.futures.Future, timeout: float | None) -> None:
-    import gevent
-    import gevent.event
-
-    hub = gevent.get_hub()
-    watcher = hub.loop.async_()
-    done = gevent.event.Event()
-    guard = _original("threading", "Lock", threading.Lock)()
-    open_ = [True]
-    watcher.start(done.set)
-
-    def wake(_future) -> None:  # runs in the loop thread
-        with guard:
-            if open_[0]:
-                watcher.send()
-
-    future.add_done_callback(wake)
-    try:
-        done.wait(timeout)
+        while not future.done():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            waker.wait(left)
+            if relay is not None:
+                relay.drain()
     finally:
-        with guard:
-            open_[0] = False
-        watcher.stop()
-        watcher.close()
+        if relay is not None:
+            relay.wake = None
+            relay.drain()
+        waker.close()
+    if not future.done():
+        future.cancel()
+        raise TimeoutError("no answer in time")
+    return future.result()
 
 
 _lock = threading.Lock()
@@ -149,9 +205,9 @@ def loop_thread() -> LoopThread:
         return _current
 
 
-def run(coro: Awaitable, timeout: float | None) -> Any:
+def run(coro: Awaitable, timeout: float | None, relay: Relay | None = None) -> Any:
     """Run a coroutine on the loop thread and wait for its result (at most `timeout` s)."""
-    return wait(loop_thread().submit(coro), timeout)
+    return wait(loop_thread().submit(coro), timeout, relay)
 
 
 def on_shutdown(closer: Callable[[], Awaitable]) -> None:

@@ -100,10 +100,17 @@ class McpTool(Tool):
         return self.spec.requires_approval
 
     def call(self, arguments: dict, ctx: ToolContext):
-        coro = asyncio.wait_for(hub().call_tool(self.spec, self.headers, self.remote_name, arguments),
+        # The server's progress messages become the run's `status` events, like a tool's ctx.status.
+        relay = runtime.Relay(ctx.status)
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            if message:
+                relay.post(message)
+
+        coro = asyncio.wait_for(hub().call_tool(self.spec, self.headers, self.remote_name, arguments, progress),
                                 self.spec.timeout)
         try:
-            result = runtime.run(coro, self.spec.timeout + 1)
+            result = runtime.run(coro, self.spec.timeout + 1, relay)
         except (asyncio.TimeoutError, TimeoutError):
             raise ToolError(f"the MCP server '{self.spec.name}' did not answer within {self.spec.timeout:g} s") from None
         except ServerUnavailable as exc:

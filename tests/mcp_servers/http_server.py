@@ -31,6 +31,15 @@ async def slow(seconds: float) -> str:
 
 
 @server.tool()
+async def steps(ctx: Context) -> str:
+    """Work in two steps, reporting progress."""
+    for step in (1, 2):
+        await ctx.report_progress(step, 2, message=f"step {step} of 2")
+        await asyncio.sleep(0.05)
+    return "both steps done"
+
+
+@server.tool()
 def explode(reason: str) -> str:
     """Always raises."""
     raise RuntimeError(f"exploded: {reason}")
