@@ -67,7 +67,7 @@ def time_calls(name: str, pair: tuple, calls: int) -> list[float]:
         start = time.perf_counter()
         result = [e.payload for e in run_tool_calls([call], tools, settings, hooks) if e.type == "tool_result"][0]
         samples.append(time.perf_counter() - start)
-        assert result.content == str(i + 1), result.content
+        assert result.content.endswith(f"\n{i + 1}\n</untrusted-content>") or result.content == str(i + 1)
     return samples
 
 

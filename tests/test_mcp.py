@@ -12,7 +12,7 @@ import pytest
 
 from agentd.auth import create_key
 from tests.conftest import Reply, openai_agent, sse_events
-from tests.mcp_servers import HttpMcpServer, probe_server, time_server
+from tests.mcp_servers import HttpMcpServer, probe_server, time_server, unframed
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,8 @@ def offered(request: dict) -> dict:
 
 
 def tool_messages(request: dict) -> list[str]:
-    return [m["content"] for m in request["messages"] if m["role"] == "tool"]
+    """The tool messages of one model request, unframed."""
+    return [unframed(m["content"]) for m in request["messages"] if m["role"] == "tool"]
 
 
 def user_client(server, user: str) -> httpx.Client:
@@ -53,11 +54,12 @@ def test_tools_are_offered_with_schemas_and_a_call_streams_and_is_stored(agentd_
     assert "time" in tools["time__get_current_time"]["description"].lower()
     result = next(e for e in events if e["type"] == "tool_result")
     assert result["is_error"] is False and result["name"] == "time__get_current_time"
-    assert json.loads(result["content"])["timezone"] == "UTC"
+    assert "untrusted content returned by the time__get_current_time tool" in result["content"]
+    assert json.loads(unframed(result["content"]))["timezone"] == "UTC"
     assert json.loads(tool_messages(fake_openai.requests[1])[0])["timezone"] == "UTC"
     stored = server.history("bot", conversation_id=events[0]["conversation_id"]).json()["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
-    assert json.loads(stored[2]["content"])["timezone"] == "UTC"
+    assert json.loads(unframed(stored[2]["content"]))["timezone"] == "UTC"
 
 
 def test_http_server_results_allowlist_structured_content_and_images(agentd_server, fake_openai, mcp_http):
@@ -79,7 +81,7 @@ def test_progress_messages_stream_as_status_events(agentd_server, fake_openai, m
     events = sse_events(server.chat("bot", "go", stream=True))
     kinds = [(e["type"], e.get("message")) for e in events if e["type"] in ("tool_call", "status", "tool_result")]
     assert kinds == [("tool_call", None), ("status", "step 1 of 2"), ("status", "step 2 of 2"), ("tool_result", None)]
-    assert next(e for e in events if e["type"] == "tool_result")["content"] == "both steps done"
+    assert unframed(next(e for e in events if e["type"] == "tool_result")["content"]) == "both steps done"
 
 
 def test_headers_carry_env_and_user_per_caller(agentd_server, fake_openai, mcp_http, monkeypatch):
@@ -195,7 +197,8 @@ def test_tool_hooks_see_mcp_tools_like_any_other(agentd_server, fake_openai, tmp
                            plugins_dir=str(plugins))
     fake_openai.script(Reply(tool_calls=[("probe__add", {"a": 1, "b": 2})]), Reply(content="done"))
     server.chat("bot", "add")
-    assert tool_messages(fake_openai.requests[1]) == ["audited 101"]
+    [message] = [m["content"] for m in fake_openai.requests[1]["messages"] if m["role"] == "tool"]
+    assert message.startswith("audited ") and unframed(message) == "101"
 
 
 def test_a_folder_plugin_adds_run_tools_and_a_note(agentd_server, fake_openai, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import Reply, openai_agent
-from tests.mcp_servers import HttpMcpServer, probe_server, time_server
+from tests.mcp_servers import HttpMcpServer, probe_server, time_server, unframed
 from tests.support import REPO, ServerProcess, free_port, server_env, wait_for, write_agent
 
 
@@ -76,7 +76,7 @@ def test_under_gunicorn_gevent_mcp_calls_work_and_do_not_block_the_worker(
                        Reply(content="ok"))
     response = server.client.post("/api/agents/bot/chat", json={"message": "add"})
     assert response.status_code == 200, response.text
-    add, whoami, pid = [m["content"] for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"]
+    add, whoami, pid = [unframed(m["content"]) for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"]
     assert add == "5" and json.loads(whoami)["user"] == "local"
     assert running(int(pid))
 
@@ -91,7 +91,7 @@ def test_under_gunicorn_gevent_mcp_calls_work_and_do_not_block_the_worker(
     assert not finished.is_set()  # /healthz answered while the MCP call was still running
     thread.join(timeout=60)
     assert finished.is_set()
-    assert fake_openai.requests[-1]["messages"][-1]["content"] == "finally"
+    assert unframed(fake_openai.requests[-1]["messages"][-1]["content"]) == "finally"
 
     server.signal(signal.SIGTERM)  # the worker stops its stdio servers on the way out
     server.proc.wait(timeout=60)

@@ -124,7 +124,10 @@ def _make_tool(spec: ServerSpec, remote, headers: dict | None) -> McpTool:
     return McpTool(name=public_name(spec.name, remote.name),
                    description=remote.description or remote.title or remote.name,
                    parameters=remote.input_schema or {"type": "object"}, func=None,
-                   timeout=spec.timeout + 2, spec=spec, remote_name=remote.name, headers=headers)
+                   timeout=spec.timeout + 2, spec=spec, remote_name=remote.name, headers=headers,
+                   # The call only waits (on the loop thread), so it stays in the turn's greenlet;
+                   # what a server returns is outside text, framed as data for the model.
+                   cooperative=True, untrusted=True)
 
 
 async def _list_all(specs: list[ServerSpec], headers: dict) -> list:

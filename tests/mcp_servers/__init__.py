@@ -47,3 +47,10 @@ def time_server(**extra) -> dict:
 
 def probe_server(*args: str, **extra) -> dict:
     return {"command": PYTHON, "args": [PROBE, *args], **extra}
+
+
+def unframed(text: str) -> str:
+    """A tool message without the untrusted-content frame that MCP results get."""
+    if "<untrusted-content>" not in text:
+        return text
+    return text.split("<untrusted-content>\n", 1)[1].rsplit("\n</untrusted-content>", 1)[0]
