@@ -21,6 +21,8 @@ from agentd.store.recorder import recover_unfinished
 from agentd.tools import offload
 from agentd.tools.hooks import tool_hooks_from
 from agentd.turn.toolrun import ToolHooks
+from agentd.turn.runbus import make_bus
+from agentd.turn.runs import RunService
 
 log = logging.getLogger("agentd")
 
@@ -37,6 +39,7 @@ class AppState:
     db: object
     chat: ChatService = None
     tool_hooks: ToolHooks | None = None
+    runs: RunService = None  # the runs of this process, and the bus to the others'
 
 
 def _config(config) -> Config:
@@ -59,6 +62,7 @@ def build_state(config: Config) -> AppState:
     state = AppState(config=config, registry=registry, agents=agents, problems=problems,
                      router=router, db=database)
     state.chat = ChatService(state)
+    state.runs = RunService(make_bus(config.redis_url))
     state.tool_hooks = tool_hooks_from(registry.manager)
     return state
 

@@ -35,6 +35,7 @@ class Config:
     trusted_proxies: int = 0
     ws_idle_timeout: float = 300.0
     rate_limit_storage: str = "memory://"
+    redis_url: str = ""          # runs' events and cancels between processes (agentd.turn.runbus)
     global_rate_limit: str = ""
     log_format: str = "json"
     log_level: str = "INFO"

@@ -140,7 +140,9 @@ def test_a_tool_turn_streams_the_call_and_its_result(agentd_server, fake_openai,
     assert all(m["status"] == "complete" for m in stored if m["role"] == "assistant")
 
 
-def test_a_client_leaving_mid_stream_leaves_a_partial_answer_and_closes_the_model_call(bot, fake_openai):
+def test_a_client_leaving_mid_stream_leaves_a_partial_answer_and_closes_the_model_call(agentd_server, fake_openai):
+    # The agent asks for the old behaviour; by default the run goes on (tests/test_runs.py).
+    bot = agentd_server({"bot": openai_agent(fake_openai, runs={"on_disconnect": "stop"})})
     fake_openai.script(Reply(content=LONG_TEXT, chunk_delay=0.05))
     received = []
     with open_stream(bot, "bot", "Go") as response:

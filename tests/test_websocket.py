@@ -157,7 +157,9 @@ def test_an_unknown_agent_gets_an_error_frame(bot):
     assert [f["error"]["code"] for f in frames] == ["AGENT_NOT_FOUND"]
 
 
-def test_a_socket_closed_mid_turn_leaves_a_partial_answer(bot, fake_openai):
+def test_a_socket_closed_mid_turn_leaves_a_partial_answer(agentd_server, fake_openai):
+    # The agent asks for the old behaviour; by default the run goes on (tests/test_runs.py).
+    bot = agentd_server({"bot": openai_agent(fake_openai, runs={"on_disconnect": "stop"})})
     fake_openai.script(Reply(content=LONG_TEXT, chunk_delay=0.05))
     sock = Socket(bot, "bot")
     sock.send(type="message", message="Go")

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 
 from agentd.policies import idempotency
 from agentd.api.streaming import (SSE_HEADERS, connection_releaser, error_frame, shutting_down_error,
-                                  sse_stream, ws_next_message, ws_stream)
+                                  sse_stream, stop_on_leave, ws_next_message, ws_stream)
 from agentd.api.validation import chat_input, int_arg, json_body
 from agentd.errors import ApiError, InvalidRequest
 from agentd.store import messages as store
@@ -35,15 +35,24 @@ def get_agent(agent_id):
     return jsonify(service().agent(agent_id, g.principal).info())
 
 
-def run_to_completion(turn) -> dict:
-    """Drive a non-streamed turn; the final message, or the turn's error raised."""
-    for event in turn.events():
+def run_to_completion(run) -> dict:
+    """Drive a non-streamed run in this request; the final message, or the run's error raised.
+
+    The request does not notice a client that left, so the run finishes and stores.
+    """
+    for event in run.drive():
         if event.type == "done":
             return {**event.data["message"], "usage": event.data["usage"]}
         if event.type == "error":
             raise event.payload
-    # Only a turn ended from outside (server shutdown) stops without done or error.
-    raise shutting_down_error()
+    # Only a run ended from outside (a cancel, server shutdown) stops without done or error.
+    raise run.abort_error or shutting_down_error()
+
+
+def start_run(turn):
+    """The turn as a run of this process, driven by a worker of its own."""
+    release = connection_releaser(state().db)
+    return state().runs.begin(turn).start(release=release)
 
 
 def send_message(agent_id: str, body: dict, channel: str, filter_event=None):
@@ -51,11 +60,11 @@ def send_message(agent_id: str, body: dict, channel: str, filter_event=None):
     inp = chat_input(body, channel=channel)
     turn = service().start_turn(agent_id, g.principal, inp)
     if not inp.stream:
-        return jsonify(run_to_completion(turn))
-    database = state().db
-    events = sse_stream(turn, filter_event, release=connection_releaser(database))
-    response = Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
-    return response
+        return jsonify(run_to_completion(state().runs.begin(turn)))
+    run = start_run(turn)
+    events = sse_stream(run.id, run.follow(), filter_event, release=connection_releaser(state().db),
+                        on_leave=run.leave if stop_on_leave(turn.agent) else None)
+    return Response(stream_with_context(events), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 @bp.post("/api/agents/<agent_id>/chat")
@@ -130,5 +139,6 @@ def _ws_turn(ws, agent_id, body, channel, filter_event) -> None:
         ws.send(error_frame(unavailable.code, unavailable.message))
         _drop_connection()  # a broken connection must not be this socket's next one
         return
-    database = state().db
-    ws_stream(ws, turn, filter_event, release=connection_releaser(database))
+    connection_releaser(state().db)()  # the socket's own connection is not needed meanwhile
+    run = start_run(turn)
+    ws_stream(ws, run, filter_event, on_leave=run.leave if stop_on_leave(turn.agent) else None)

@@ -1,17 +1,18 @@
-"""Framing a turn's events as Server-Sent Events or WebSocket frames.
+"""Framing a run's events as Server-Sent Events or WebSocket frames.
 
-The turn runs in its own worker thread (a greenlet under gevent) feeding a
-queue, so the response can send `: ping` while the model is silent and a
-cancelled or vanished client stops the turn at its next event. A turn ended
-from outside (a WebSocket cancel, the server shutting down: `Turn.abort`)
-stores its partial answer at once and pushes its `error` event into the same
-queue, so the client hears about it even while the model is silent.
+A turn is a run (agentd.turn.runs) driven by a worker of its own; a response
+here is one of its watchers, reading the run's numbered events (`id:
+<run_id>:<seq>` on each SSE event) and sending `: ping` while the model is
+silent. A client that goes away leaves the run going, unless the agent says
+`runs: {on_disconnect: stop}` (then it stops at its next event and stores its
+partial answer). A run ended from outside (a cancel, the server shutting
+down: `Turn.abort`) stores its partial answer at once and its `error` event
+reaches every watcher, even while the model is silent.
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import threading
 import time
 from typing import Iterator
@@ -19,98 +20,67 @@ from typing import Iterator
 from wsproto.events import CloseConnection, TextMessage
 from wsproto.frame_protocol import CloseReason
 
-from agentd.errors import ApiError
 from agentd.turn.liveturns import live_turns
+from agentd.turn.runs import PING_SECONDS, cancelled_error, shutting_down_error  # noqa: F401 (re-exported)
 from agentd.vocab import Event
 
-PING_SECONDS = 15.0
-_END = object()
+
+def stop_on_leave(agent) -> bool:
+    """Whether the agent's runs stop when the client that started them goes away."""
+    return (agent.setting("runs", {}) or {}).get("on_disconnect", "continue") == "stop"
 
 
-def shutting_down_error() -> ApiError:
-    return ApiError("the server is shutting down; the answer so far was stored",
-                    status=503, code="SERVICE_UNAVAILABLE")
-
-
-def cancelled_error() -> ApiError:
-    return ApiError("the turn was cancelled; the answer so far was stored",
-                    status=409, code="CANCELLED")
-
-
-def pump(turn, idle: float = PING_SECONDS, scope=contextlib.nullcontext,
-         release=None) -> Iterator[Event | None]:
-    """The turn's events from a worker; None after `idle` seconds of silence.
-
-    `scope()` wraps the worker's run; `release()`, called after each event and
-    at the end, closes the worker's database connection (opened on demand by
-    each query) so it is not held between events: a stream spends its life
-    waiting for tokens, and a thousand of them must not hold a thousand pooled
-    connections (deltas never touch the database, so a connection is taken
-    again only at the start, at tool steps and at the end).
-    Leaving the iterator early (client gone) cancels the turn: the worker stops
-    at its next event, stores the partial answer and closes the provider call.
-    """
-    inbox: queue.Queue = queue.Queue()
-
-    def work():
-        try:
-            with scope(), contextlib.closing(turn.events()) as events:
-                for event in events:
-                    if release is not None:
-                        release()
-                    inbox.put(event)
-                    if turn.cancelled:
-                        break  # closing() runs the turn's finally in this thread, inside scope()
-        finally:
-            if release is not None:
-                release()
-            inbox.put(_END)
-
-    def aborted(event: Event) -> None:
-        inbox.put(event)
-        inbox.put(_END)
-
-    turn.listeners.append(aborted)
-    worker = threading.Thread(target=work, daemon=True, name=f"turn-{turn.conversation_id}")
-    worker.start()
-    try:
-        while True:
-            try:
-                item = inbox.get(timeout=idle)
-            except queue.Empty:
-                yield None
-                continue
-            if item is _END:
-                return
-            yield item
-    finally:
-        turn.cancel()
+def as_event(data: dict) -> Event:
+    """An event of a run's buffer (its public form) as an Event, for filters."""
+    return Event(data["type"], {k: v for k, v in data.items() if k != "type"})
 
 
 def connection_releaser(database):
-    """A `release` for pump: close this thread's connection unless a transaction holds it."""
+    """Close this thread's connection unless a transaction holds it (between a run's events).
+
+    A stream spends its life waiting for tokens, and a thousand of them must not
+    hold a thousand pooled connections: deltas never touch the database, so a
+    connection is taken again only at the start, at tool steps and at the end.
+    """
     def release() -> None:
         if not database.is_closed() and not database.in_transaction():
             database.close()
     return release
 
 
-def sse_frame(event: Event) -> str:
+def sse_frame(event: Event, event_id: str | None = None) -> str:
     data = json.dumps(event.public(), ensure_ascii=False, separators=(",", ":"))
-    return f"event: {event.type}\ndata: {data}\n\n"
+    tail = f"id: {event_id}\n" if event_id else ""
+    return f"event: {event.type}\ndata: {data}\n{tail}\n"
 
 
-def sse_stream(turn, filter_event=None, scope=contextlib.nullcontext, release=None) -> Iterator[str]:
-    """SSE text for a turn; `filter_event` may drop or reshape events (the widget's)."""
+def sse_stream(run_id: str, items, filter_event=None, release=None, on_leave=None) -> Iterator[str]:
+    """SSE text for a run's events (`items`: (seq, event) or None when idle).
+
+    `filter_event` may drop or reshape events (the widget's); `on_leave()` runs
+    when the client goes away before the run's end.
+    """
     if release is not None:
         release()  # the request's own connection is not needed while the stream runs
-    for event in pump(turn, scope=scope, release=release):
-        if event is None:
-            yield ": ping\n\n"
-            continue
-        event = filter_event(event) if filter_event else event
-        if event is not None:
-            yield sse_frame(event)
+    finished = False
+    try:
+        for item in items:
+            if release is not None:
+                release()
+            if item is None:
+                yield ": ping\n\n"
+                continue
+            seq, data = item
+            event = as_event(data)
+            event = filter_event(event) if filter_event else event
+            if event is not None:
+                yield sse_frame(event, f"{run_id}:{seq}")
+        finished = True
+    finally:
+        if hasattr(items, "close"):
+            items.close()
+        if not finished and on_leave is not None:
+            on_leave()
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
@@ -189,19 +159,24 @@ def ws_server_options(max_bytes: int) -> dict:
     return {"max_message_size": max_bytes, "thread_class": _reader_thread}
 
 
-def ws_stream(ws, turn, filter_event=None, scope=contextlib.nullcontext, release=None) -> None:
-    """Send a turn's events as text frames, answering frames that arrive meanwhile."""
-    if release is not None:
-        release()  # the socket's own connection is not needed while the turn streams
-    for event in pump(turn, idle=WS_POLL_SECONDS, scope=scope, release=release):
-        if event is not None:
-            event = filter_event(event) if filter_event else event
-            if event is not None:
-                ws.send(json.dumps(event.public(), ensure_ascii=False))
-        _ws_incoming(ws, turn)
+def ws_stream(ws, run, filter_event=None, on_leave=None) -> None:
+    """Send a run's events as text frames, answering frames that arrive meanwhile."""
+    finished = False
+    try:
+        for item in run.follow(0, idle=WS_POLL_SECONDS):
+            if item is not None:
+                event = as_event(item[1])
+                event = filter_event(event) if filter_event else event
+                if event is not None:
+                    ws.send(json.dumps(event.public(), ensure_ascii=False))
+            _ws_incoming(ws, run)
+        finished = True
+    finally:
+        if not finished and on_leave is not None:
+            on_leave()
 
 
-def _ws_incoming(ws, turn) -> None:
+def _ws_incoming(ws, run) -> None:
     """Frames received while a turn runs: `cancel` ends it, another `message` is refused."""
     while True:
         frame = ws.receive(timeout=0)
@@ -211,7 +186,7 @@ def _ws_incoming(ws, turn) -> None:
         if body is None:
             continue
         if body.get("type") == "cancel":
-            turn.abort(cancelled_error())  # its error event arrives through the pump
+            run.cancel("the run was cancelled")  # its error event arrives through follow()
         elif body.get("type") == "message":
             ws.send(error_frame("CONVERSATION_BUSY",
                                 "A turn is already running on this socket; wait for it or cancel it"))

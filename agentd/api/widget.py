@@ -51,6 +51,7 @@ TOKEN_SALT = "agentd.widget.session.v1"
 TOKEN_TTL = 3600
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CHAT_PATH = re.compile(r"^/api/agents/([^/]+)/chat$")
+RUN_PATH = re.compile(r"^/api/conversations/([^/]+)/(stream|cancel)$")  # re-attach after a reload, stop
 # What a visitor may send: the rest (system_prompt, provider, context, images…) is the site owner's.
 VISITOR_FIELDS = ("message", "conversation_id", "stream", "mood", "auto_title")
 SAFE_EVENTS = frozenset({"start", "delta", "status", "done", "error"})
@@ -90,7 +91,8 @@ def _cors_agents(path: str) -> list:
     if match:
         agent = _widget_agent(match.group(1))
         return [agent] if agent else []
-    if path == SESSION_PATH:
+    if path == SESSION_PATH or RUN_PATH.match(path):
+        # A run route names a conversation, not an agent: the token, bound to its origin, decides.
         return [a for a in _state().agents.values() if a.widget.get("enabled")]
     return []
 
@@ -102,7 +104,7 @@ def _is_widget_request() -> bool:
 @bp.after_app_request
 def _cors(response: Response) -> Response:
     """Allow-Origin for allowed widget origins only; never a wildcard, never credentials."""
-    if request.path != SESSION_PATH and not CHAT_PATH.match(request.path):
+    if request.path != SESSION_PATH and not CHAT_PATH.match(request.path) and not RUN_PATH.match(request.path):
         return response
     response.vary.add("Origin")
     origin = request.headers.get("Origin")
@@ -114,7 +116,7 @@ def _cors(response: Response) -> Response:
     response.headers["Access-Control-Expose-Headers"] = "Retry-After"
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Last-Event-ID"
         response.headers["Access-Control-Max-Age"] = "600"
     return response
 
@@ -288,7 +290,19 @@ def _widget_routes():
         return _widget_chat(match.group(1))
     if match and request.method == "GET":
         return _widget_history(match.group(1))
+    run = RUN_PATH.match(request.path)
+    if run and (run.group(2), request.method) in (("stream", "GET"), ("cancel", "POST")):
+        return _widget_run(run.group(1), run.group(2))
     raise Forbidden("A widget session can only chat")
+
+
+def _widget_run(conversation_id: str, action: str):
+    """Attach to (with the widget's event filter) or cancel the visitor's own running turn."""
+    from agentd.api import conversations
+    if action == "cancel":
+        return conversations.cancel(conversation_id)
+    agent = _state().chat.agent(g.principal.agents[0], g.principal)
+    return conversations.attach(conversation_id, event_filter(agent))
 
 
 # ------------------------------------------------------- script and demo

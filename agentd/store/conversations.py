@@ -11,7 +11,8 @@ from __future__ import annotations
 import peewee as pw
 
 from agentd.errors import ConversationNotFound
-from agentd.store.messages import acquire_turn, get_owned_conversation, iso, message_dict, release_turn
+from agentd.store.messages import (acquire_turn, get_owned_conversation, iso, message_dict, release_turn,
+                                  running)
 from agentd.store.models import Conversation, Message, db, utcnow
 
 CHANNELS = ("api", "widget", "ws", "cli", "openai", "agui", "ui", "mcp")
@@ -87,7 +88,7 @@ def messages_page(conversation: Conversation, limit: int, offset: int) -> dict:
             "title": conversation.title, "channel": conversation.channel,
             "created_at": iso(conversation.created_at), "updated_at": iso(conversation.updated_at),
             "messages": [message_dict(r) for r in rows], "total": total, "limit": limit,
-            "offset": offset, "has_more": offset + len(rows) < total}
+            "offset": offset, "has_more": offset + len(rows) < total, "running": running(conversation)}
 
 
 def rename(conversation: Conversation, title: str) -> Conversation:

@@ -55,17 +55,20 @@ def create_conversation(agent_id: str, user_id: str, channel: str, context: dict
 
 def create_busy_conversation(agent_id: str, user_id: str, channel: str, context: dict | None,
                              title: str | None, lease_seconds: int,
-                             conversation_id: str | None = None) -> tuple[Conversation, str]:
+                             conversation_id: str | None = None,
+                             run_id: str | None = None) -> tuple[Conversation, str]:
     """A new conversation whose turn lock is already taken: one INSERT instead of three statements.
 
     `conversation_id` is a client-named thread's id (AG-UI, AI SDK); another
     request creating the same one first makes this one 409 CONVERSATION_BUSY.
     """
     token = secrets.token_hex(8)
+    now = utcnow()
     conversation = Conversation(
         id=conversation_id or new_conversation_id(), agent_id=agent_id, user_id=user_id, channel=channel,
         context=context or None, title=title, busy_token=token,
-        busy_until=utcnow() + dt.timedelta(seconds=lease_seconds))
+        busy_until=now + dt.timedelta(seconds=lease_seconds), run_id=run_id,
+        run_started_at=now if run_id else None)
     # What Conversation.create does (its defaults are in __data__ already), with SQL built once.
     try:
         with db.atomic():  # a savepoint: a lost race must not poison the caller's transaction
@@ -76,11 +79,15 @@ def create_busy_conversation(agent_id: str, user_id: str, channel: str, context:
     return conversation, token
 
 
-def acquire_turn(conversation_id: str, lease_seconds: int) -> str:
-    """Take the conversation's turn lock through the database, so it holds across processes."""
+def acquire_turn(conversation_id: str, lease_seconds: int, run_id: str | None = None) -> str:
+    """Take the conversation's turn lock through the database, so it holds across processes.
+
+    `run_id` names the run that takes it (None: a delete or truncate), in the same UPDATE.
+    """
     token = secrets.token_hex(8)
     now = utcnow()
-    claimed = (Conversation.update(busy_token=token, busy_until=now + dt.timedelta(seconds=lease_seconds))
+    claimed = (Conversation.update(busy_token=token, busy_until=now + dt.timedelta(seconds=lease_seconds),
+                                   run_id=run_id, run_started_at=now if run_id else None)
                .where((Conversation.id == conversation_id)
                       & (Conversation.busy_token.is_null() | (Conversation.busy_until < now)))
                .execute())
@@ -109,6 +116,21 @@ def _release_query(m: dict):
 def turn_running(conversation: Conversation) -> bool:
     """Whether the conversation's turn lock is held by a lease that has not run out."""
     return conversation.busy_token is not None and conversation.busy_until > utcnow()
+
+
+def running(conversation: Conversation) -> dict | None:
+    """The run holding the conversation's live lease, as `{"run_id", "started_at"}`, else None."""
+    if not conversation.run_id or not conversation.busy_token:
+        return None
+    if conversation.busy_until is None or conversation.busy_until < utcnow():
+        return None  # a lease nobody renews: its process is gone
+    return {"run_id": conversation.run_id, "started_at": iso(conversation.run_started_at)}
+
+
+def run_is_live(conversation_id: str, run_id: str) -> bool:
+    """Whether that run still holds the conversation's live lease (its process renews it)."""
+    conversation = _conversation_by_id(conversation_id)
+    return conversation is not None and (running(conversation) or {}).get("run_id") == run_id
 
 
 def extend_turn(conversation_id: str, token: str, lease_seconds: int) -> None:
@@ -332,7 +354,8 @@ def store_refused_message(agent_id: str, user_id: str, conversation_id: str | No
 
 def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: str | None,
               channel: str, context: dict | None, title: str | None, lease: int,
-              history: list[dict] | None = None, new_id: str | None = None) -> tuple[Conversation, str]:
+              history: list[dict] | None = None, new_id: str | None = None,
+              run_id: str | None = None) -> tuple[Conversation, str]:
     """Take the conversation's turn lock (creating it when new) and store the user's message.
 
     One transaction: the conversation (or its new context), the lock and the
@@ -340,13 +363,15 @@ def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: st
     besides its conversation, agent and user; `history` (rows of the same form)
     are earlier messages a client sent itself, stored before it in a new
     conversation (whose id is `new_id` when a client named it). Returns the
-    conversation, with `user_message_id` set, and the lock's token.
+    conversation, with `user_message_id` set, and the lock's token. `run_id`
+    names the run taking the lock.
     """
     with db.atomic():
         if conversation_id:
             conversation = get_owned_conversation(conversation_id, user_id, agent_id)
             stale = conversation.busy_token is not None
-            token = acquire_turn(conversation.id, lease)
+            token = acquire_turn(conversation.id, lease, run_id)
+            conversation.run_id, conversation.run_started_at = run_id, utcnow()
             if stale:
                 mark_unfinished(conversation.id)
             if context is not None:
@@ -354,7 +379,7 @@ def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: st
                 conversation.context = context
         else:
             conversation, token = create_busy_conversation(agent_id, user_id, channel, context, title, lease,
-                                                           conversation_id=new_id)
+                                                           conversation_id=new_id, run_id=run_id)
             if history:
                 owner = {"conversation": conversation.id, "agent_id": agent_id, "user_id": user_id}
                 Message.insert_many([{**owner, **row} for row in history]).execute()

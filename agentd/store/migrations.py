@@ -42,8 +42,18 @@ def m010_agent_usage(database) -> None:
     database.create_tables([AgentUsageDay])
 
 
+def m030_runs(database) -> None:
+    """The run holding a conversation's turn lock, so any process can say what runs there."""
+    from playhouse.migrate import SchemaMigrator, migrate as apply
+    migrator = SchemaMigrator.from_database(database)
+    # m001 creates tables from today's models: a fresh database has the columns already.
+    have = {column.name for column in database.get_columns("conversation")}
+    apply(*[migrator.add_column("conversation", name, getattr(Conversation, name))
+            for name in ("run_id", "run_started_at") if name not in have])
+
+
 MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry), (4, m004_settings),
-              (10, m010_agent_usage)]
+              (10, m010_agent_usage), (30, m030_runs)]
 
 
 def _serialise(database) -> None:

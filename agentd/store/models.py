@@ -57,6 +57,9 @@ class Conversation(BaseModel):
     # The turn lock: a token and a lease, so one turn at a time holds across processes.
     busy_token = CharField(max_length=64, null=True)
     busy_until = pw.DateTimeField(null=True)
+    # The run holding the lock (None for a delete or truncate holding it): GET shows it as `running`.
+    run_id = CharField(max_length=64, null=True)
+    run_started_at = pw.DateTimeField(null=True)
 
 
 class Message(BaseModel):

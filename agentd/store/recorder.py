@@ -30,6 +30,10 @@ class TurnRecorder:
         self._checkpointed = 0  # how many text pieces the open row holds in the database
         self._opened_at = None   # created_at of the open assistant row
         self.last_row: dict | None = None  # the fields of the last row finished, as stored
+        # Calls of the last tool step with no result stored yet: a turn ending now stores
+        # `cancelled: <end_reason>` for each, so the history stays valid (agentd.turn.pairing).
+        self.open_calls: dict[str, str] = {}
+        self.end_reason: str | None = None
 
     # -- the open assistant row ----------------------------------------------------
     def open_row(self) -> int | None:
@@ -85,12 +89,17 @@ class TurnRecorder:
     # -- what the loop reports -------------------------------------------------------
     def tool_step(self, completion: Completion) -> None:
         self._finish_row(self._assistant_fields(completion, "complete"))
+        self.open_calls = {c.id: c.name for c in completion.message.tool_calls or []}
 
     def tool_result(self, result: ToolResult) -> None:
         # The name and id come from the model: a made-up 300-character name must not fail
         # the insert (PostgreSQL enforces the column's length), so they are cut to fit.
         fields = {"role": "tool", "content": result.content, "tool_call_id": _fit(result.tool_call_id),
                   "name": _fit(result.name), "is_error": result.is_error, "status": "complete"}
+        self._store_result(fields)
+        self.open_calls.pop(result.tool_call_id, None)
+
+    def _store_result(self, fields: dict) -> None:
         if self.eager:
             prepared.insert(Message, {"created_at": utcnow(), **fields, **self.base})
         else:
@@ -115,6 +124,7 @@ class TurnRecorder:
         assistant message only if some content was produced); an eager row opened
         for the `start` event is removed again.
         """
+        self._answer_open_calls()
         text = self.partial_text()
         if not text and self.eager and self.row_id is not None and not self.reasoning:
             Message.delete().where(Message.id == self.row_id).execute()
@@ -128,6 +138,14 @@ class TurnRecorder:
         if text:
             self.pending.append(fields)
         return self.flush() or None
+
+    def _answer_open_calls(self) -> None:
+        """Store an error result for each call of the last tool step that has none."""
+        calls, self.open_calls = self.open_calls, {}
+        for call_id, name in calls.items():
+            self._store_result({"role": "tool", "content": missing_text(self.end_reason),
+                                "tool_call_id": _fit(call_id), "name": _fit(name), "is_error": True,
+                                "status": "complete"})
 
     def flush(self, also=None) -> int:
         """Write the buffered messages in one transaction; returns the last id.
@@ -151,6 +169,14 @@ class TurnRecorder:
 
 def _fit(value: str | None, limit: int = 255) -> str | None:
     return value[:limit] if isinstance(value, str) else value
+
+
+MISSING_REASON = "the turn ended before this tool call returned"
+
+
+def missing_text(reason: str | None = None) -> str:
+    """The content of the error result stored for a tool call that never returned."""
+    return f"cancelled: {reason or MISSING_REASON}"
 
 
 def as_stored(values: dict) -> dict:

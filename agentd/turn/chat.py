@@ -17,11 +17,13 @@ from agentd.agents import Agent
 from agentd.errors import AgentNotFound, ApiError, GuardrailBlocked, InvalidRequest
 from agentd.turn.liveturns import live_turns
 from agentd.turn.loop import LoopSettings, run_loop
+from agentd.turn.pairing import paired
 from agentd.turn.prompting import TemplateBudgetError, system_prompt, title_from
 from agentd.store.recorder import TurnRecorder
 from agentd.hookcalls import checked_answer, each_impl, notify, wrapped_caller
 from agentd.store import messages as store
 from agentd.store.database import unavailable_error
+from agentd.turn.runs import new_run_id
 from agentd.turn.toolrun import ToolHooks, ToolRunSettings
 from agentd.tools import ToolContext
 from agentd.vocab import (ChatInput, Event, Image, Message as Msg, MessageContext, ModelRequest, Principal,
@@ -65,7 +67,7 @@ def _history_messages(rows: list) -> list[Msg]:
         images = [Image(i["data"], i["mime_type"]) for i in (row.images or [])]
         out.append(Msg(row.role, row.content, tool_calls=calls, tool_call_id=row.tool_call_id,
                        name=row.name, images=images))
-    return out
+    return paired(out)  # rows an older version (or a dead process) left unpaired
 
 
 def _history_row(m: Msg) -> dict:
@@ -137,7 +139,8 @@ class ChatService:
         return store.open_turn(agent.id, principal.user_id, message, conversation_id=inp.conversation_id,
                                channel=inp.channel, context=inp.context, title=title,
                                lease=self.state.config.turn_lease_seconds,
-                               history=[_history_row(m) for m in inp.history], new_id=inp.new_conversation_id)
+                               history=[_history_row(m) for m in inp.history], new_id=inp.new_conversation_id,
+                               run_id=new_run_id())  # any process can tell what runs here
 
 
 class Turn:
