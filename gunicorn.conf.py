@@ -22,6 +22,8 @@ of open streams as greenlets, where gthread would hold only as many as threads.
   ended with an `error` event and their partial answers stored (see
   `_end_streams_before_the_deadline`), so the worker exits cleanly before the
   master's SIGKILL. SIGINT/SIGQUIT (quick shutdown) store the partials at once.
+  A run whose client went away holds no connection, so gunicorn's own wait
+  would not wait for it: `worker_exit` gives it the same grace, then the same end.
 
 Settings come from AGENTD_HOST, AGENTD_PORT, AGENTD_WORKERS; gunicorn's own
 command-line flags override any of them (e.g. `--graceful-timeout 5`).
@@ -53,8 +55,22 @@ def post_worker_init(worker):
     """In the (patched) worker, once the app is loaded: check greenness, watch for shutdown."""
     import gevent
 
+    global _shutdown_watch
     _check_cooperative(worker)
-    gevent.spawn(_end_streams_before_the_deadline, worker)
+    _shutdown_watch = gevent.spawn(_end_streams_before_the_deadline, worker)
+
+
+# The greenlet ending the runs before the deadline (post_worker_init).
+_shutdown_watch = None
+
+
+def worker_exit(server, worker):
+    """In the worker, once gunicorn let go of its connections: runs without a client
+    (their client left) may still finish within the grace period; the rest are ended."""
+    if _shutdown_watch is None:
+        return  # called in the master (for a worker already gone): no run lives here
+    _shutdown_watch.join(timeout=float(worker.cfg.graceful_timeout))
+    _abort_turns(worker, "worker exit")
 
 
 def worker_int(worker):

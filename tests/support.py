@@ -85,3 +85,22 @@ def write_agent(folder: Path, agent_id: str, yaml_text: str) -> Path:
     folder.mkdir(exist_ok=True)
     (folder / f"{agent_id}.yaml").write_text(textwrap.dedent(yaml_text))
     return folder
+
+
+def iter_frames(response: httpx.Response):
+    """(id, event) for each SSE event of a streamed response as it arrives; id None when absent."""
+    import json
+    data, event_id = [], None
+    for line in response.iter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line == "" and data:
+            yield event_id, json.loads("\n".join(data))
+            data, event_id = [], None
+
+
+def seq_of(event_id: str) -> int:
+    """The seq of an SSE id `<run_id>:<seq>`."""
+    return int(event_id.rsplit(":", 1)[1])

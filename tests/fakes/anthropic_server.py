@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from werkzeug.wrappers import Request, Response
 
+from tests.fakes.strict import anthropic_problem
 from tests.fakes.server import ScriptedFake, ScriptedReply, agent_yaml, pieces
 
 
@@ -70,6 +71,9 @@ class FakeAnthropic(ScriptedFake):
             return Response("not found", 404)(environ, start_response)
         body = json.loads(request.get_data() or b"{}")
         self.record(request, body)
+        problem = anthropic_problem(body)
+        if problem is not None:  # what the real API answers to an unpaired tool exchange
+            return Response(json.dumps(problem), 400, mimetype="application/json")(environ, start_response)
         reply = self.next_reply(body)
         if reply.status != 200:
             return _json(_error_body(reply.status), reply.status, reply.headers)(environ, start_response)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from werkzeug.wrappers import Request, Response
 
+from tests.fakes.strict import gemini_problem
 from tests.fakes.server import ScriptedFake, ScriptedReply, agent_yaml, pieces
 
 _ROUTE = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$")
@@ -63,6 +64,9 @@ class FakeGemini(ScriptedFake):
             return _json(_error_body(404), 404)(environ, start_response)
         body = json.loads(request.get_data() or b"{}")
         self.record(request, body)
+        problem = gemini_problem(body)
+        if problem is not None:  # what the real API answers to an unpaired tool exchange
+            return Response(json.dumps(problem), 400, mimetype="application/json")(environ, start_response)
         reply = self.next_reply(body)
         if reply.status != 200:
             return _json(_error_body(reply.status), reply.status, reply.headers)(environ, start_response)

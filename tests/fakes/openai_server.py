@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from werkzeug.wrappers import Request, Response
 
+from tests.fakes.strict import openai_problem
 from tests.fakes.server import ScriptedFake, ScriptedReply, pieces
 
 
@@ -46,6 +47,9 @@ class FakeOpenAI(ScriptedFake):
             return Response("not found", 404)(environ, start_response)
         body = json.loads(request.get_data() or b"{}")
         self.record(request, body)
+        problem = openai_problem(body)
+        if problem is not None:  # what the real API answers to an unpaired tool exchange
+            return Response(json.dumps(problem), 400, mimetype="application/json")(environ, start_response)
         reply = self.next_reply(body)
         if reply.status != 200:
             payload = {"error": {"message": "fake failure", "type": "server_error"}}
