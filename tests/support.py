@@ -104,3 +104,32 @@ def iter_frames(response: httpx.Response):
 def seq_of(event_id: str) -> int:
     """The seq of an SSE id `<run_id>:<seq>`."""
     return int(event_id.rsplit(":", 1)[1])
+
+
+class RedisServer:
+    """A throwaway redis-server on a free loopback port, without persistence."""
+
+    def __init__(self, folder: Path):
+        import shutil
+        binary = shutil.which("redis-server")
+        if not binary:
+            pytest.skip("redis-server is not installed")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(folder)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+        self.client = redis.Redis(host="127.0.0.1", port=self.port)
+
+        def ready():
+            try:
+                return self.client.ping()
+            except redis.ConnectionError:
+                return False
+        wait_for(ready, what="redis-server")
+
+    def stop(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.wait(10)
