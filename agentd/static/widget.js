@@ -504,8 +504,9 @@
 
   Widget.prototype.scroll = function () { this.log.scrollTop = this.log.scrollHeight; };
 
-  Widget.prototype.addMessage = function (role, text) {
+  Widget.prototype.addMessage = function (role, text, id) {
     var bubble = el('div', 'msg ' + role);
+    if (id != null) bubble.dataset.id = String(id);   // a stored message: a re-attached run may replace it
     var who = el('span', 'sr', (role === 'user' ? this.L.you : this.L.assistant) + ': ');
     var body = el('div', 'body');
     bubble.appendChild(who);
@@ -567,11 +568,12 @@
       (data.messages || []).forEach(function (m) {
         // Tool messages and tool-call-only assistant turns are internals, not conversation.
         if ((m.role === 'user' || m.role === 'assistant') && typeof m.content === 'string' && m.content) {
-          self.addMessage(m.role, m.content);
+          self.addMessage(m.role, m.content, m.id);
           shown++;
         }
       });
       if (!shown) this.starters.hidden = !this.cfg.starters.length;
+      this.attach();   // an answer still running (a reload mid-stream) continues here
     } catch (e) {
       this.started = false;
       this.showError(e, function () { self.started = true; self.restore(); });
@@ -599,7 +601,34 @@
   };
 
   /** One streamed turn. A failure leaves a retry button that sends the same text again. */
-  Widget.prototype.turn = async function (text) {
+  Widget.prototype.turn = function (text) {
+    var self = this;
+    return this.follow(function (signal) {
+      return self.client.request('POST', '/api/agents/' + encodeURIComponent(self.cfg.agent) + '/chat',
+        { message: text, conversation_id: self.convId || null, stream: true }, signal);
+    }, function (bubble) {
+      if (bubble && bubble.parentNode) bubble.parentNode.remove();   // the retry writes a fresh answer
+      if (!self.busy) self.turn(text);
+    });
+  };
+
+  /** The conversation's running turn, if any (the server answers 204 when none runs): its
+   *  events are replayed from the start, so the answer so far replaces what the history showed. */
+  Widget.prototype.attach = function () {
+    var self = this, id = this.convId;
+    if (!id || this.busy) return;
+    return this.follow(function (signal) {
+      return self.client.request('GET', '/api/conversations/' + encodeURIComponent(id) + '/stream', null, signal);
+    }, null, function (start) {
+      // Stored rows of this run (its answer so far) give way to the replay; its question stays.
+      Array.prototype.forEach.call(self.log.querySelectorAll('.msg[data-id]'), function (b) {
+        if (Number(b.dataset.id) > Number(start.user_message_id)) b.remove();
+      });
+    });
+  };
+
+  /** Read one run's stream (`open(signal)` makes the request) into an answer bubble. */
+  Widget.prototype.follow = async function (open, retry, onStart) {
     var self = this, ctrl = new AbortController(), bubble = null, acc = '', frame = 0, ended = null;
     this.clearError();
     this.setBusy(true);
@@ -615,8 +644,10 @@
     }
     function toolLine(name) { return self.L.tool.replace('{name}', name.replace(/_/g, ' ')); }
     function onEvent(ev) {
-      if (ev.type === 'start' && ev.conversation_id) self.setConversation(ev.conversation_id);
-      else if (ev.type === 'status') {
+      if (ev.type === 'start' && ev.conversation_id) {
+        self.setConversation(ev.conversation_id);
+        if (onStart) onStart(ev);
+      } else if (ev.type === 'status') {
         // A status naming a tool is shown in the page's language; others as the server wrote them.
         if (typeof ev.tool === 'string' && ev.tool) self.setStatus(toolLine(ev.tool));
         else if (typeof ev.message === 'string') self.setStatus(ev.message);
@@ -638,10 +669,10 @@
       }
     }
     try {
-      var res = await this.client.request('POST', '/api/agents/' + encodeURIComponent(this.cfg.agent) + '/chat',
-        { message: text, conversation_id: this.convId || null, stream: true }, ctrl.signal);
-      if (!res.ok) throw await apiError(res);
-      await readSSE(res, onEvent);
+      var res = await open(ctrl.signal);
+      if (res.status === 204) ended = { ok: true };   // attach: nothing runs
+      else if (!res.ok) throw await apiError(res);
+      else await readSSE(res, onEvent);
       if (!ended) ended = new ApiError(0, 'NETWORK');
     } catch (e) {
       if (ctrl.signal.aborted) return;          // reset() abandoned this turn on purpose
@@ -653,10 +684,7 @@
     if (acc) paint();
     if (ended.ok) return;
     if (ended.code === 'CONVERSATION_NOT_FOUND') this.setConversation(null);
-    this.showError(ended, function () {
-      if (bubble && bubble.parentNode) bubble.parentNode.remove();   // the retry writes a fresh answer
-      if (!self.busy) self.turn(text);
-    });
+    this.showError(ended, retry && function () { retry(bubble); });
   };
 
   /** A new conversation: forget the id here; the old one stays on the server. */
