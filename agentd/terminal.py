@@ -2,8 +2,11 @@
 
 Each line is one turn, streamed as it comes. The conversation id of the first
 `start` event is sent with every later line, so the agent sees the whole
-exchange. Ctrl-C during an answer stops it (the server keeps the partial
-answer) and returns to the prompt; Ctrl-C or end of input at the prompt quits.
+exchange. A connection dropped mid-answer is picked up again: the run goes on
+on the server, and the client re-attaches (`GET /api/conversations/{id}/stream`
+with the last event id it saw) and prints the rest. Ctrl-C during an answer
+cancels the run (the server keeps the partial answer) and returns to the
+prompt; Ctrl-C or end of input at the prompt quits.
 """
 from __future__ import annotations
 
@@ -11,16 +14,40 @@ import json
 import os
 import re
 import sys
+import time
 
 import httpx
 
 from agentd.config import Config
-from agentd.providers.sse import iter_sse_data
+from agentd.providers.sse import sse_lines
+
+REATTACH_TRIES = 5
 
 
-def _events(response: httpx.Response):
-    for data in iter_sse_data(response):
-        yield json.loads(data)
+class _Stream:
+    """The events of one turn's stream, remembering the last event id seen."""
+
+    def __init__(self):
+        self.last_id: str | None = None
+        self.conversation_id: str | None = None
+        self.ended = False
+        self.reattached = None  # the response of the last re-attach, closed when done
+
+    def events(self, response: httpx.Response):
+        data, event_id = [], None
+        for line in sse_lines(response.iter_text()):
+            if line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif not line and data:
+                event = json.loads("\n".join(data))
+                self.last_id = event_id or self.last_id
+                if event["type"] == "start":
+                    self.conversation_id = event["conversation_id"]
+                self.ended = event["type"] in ("done", "error")
+                yield event
+                data, event_id = [], None
 
 
 # C0 controls but tab and newline, DEL, and C1 controls (U+009B is a one-character CSI).
@@ -57,22 +84,87 @@ def _refused(response: httpx.Response, out) -> None:
     out.write(f"[{response.status_code} {printable(error.get('code'))}] {printable(error.get('message'))}\n")
 
 
-def _turn(client: httpx.Client, url: str, headers: dict, body: dict, out) -> str | None:
+def _turn(client: httpx.Client, base: str, agent: str, headers: dict, body: dict, out) -> str | None:
     """Send one message and print the streamed answer; returns the conversation id."""
-    conversation_id = body.get("conversation_id")
-    with client.stream("POST", url, json=body, headers=headers) as response:
-        if response.status_code != 200:
-            _refused(response, out)
-            return conversation_id
-        try:
-            for event in _events(response):
-                if event["type"] == "start":
-                    conversation_id = event["conversation_id"]
-                _show(event, out)
-        except KeyboardInterrupt:
-            out.write("\n[stopped]")  # leaving the stream makes the server keep the partial answer
+    stream = _Stream()
+    stream.conversation_id = body.get("conversation_id")
+    try:
+        with client.stream("POST", f"{base}/api/agents/{agent}/chat", json=body, headers=headers) as response:
+            if response.status_code != 200:
+                _refused(response, out)
+                return stream.conversation_id
+            _follow(client, base, headers, stream, response, out)
+    except KeyboardInterrupt:
+        _cancel(client, base, headers, stream, out)
     out.write("\n")
-    return conversation_id
+    return stream.conversation_id
+
+
+def _follow(client, base, headers, stream: _Stream, response, out) -> None:
+    """Print the stream; when the connection drops before the end, re-attach and go on."""
+    try:
+        _follow_all(client, base, headers, stream, response, out)
+    finally:
+        if stream.reattached is not None:
+            stream.reattached.close()
+
+
+def _follow_all(client, base, headers, stream: _Stream, response, out) -> None:
+    for attempt in range(REATTACH_TRIES + 1):
+        try:
+            for event in stream.events(response):
+                _show(event, out)
+            if stream.ended:
+                return
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout):
+            if stream.conversation_id is None:
+                raise
+        if attempt == REATTACH_TRIES:
+            break
+        time.sleep(min(0.5 * 2 ** attempt, 4.0))
+        if stream.reattached is not None:
+            stream.reattached.close()
+        response = stream.reattached = _reattach(client, base, headers, stream)
+        if response is None:  # nothing runs any more, and its events are no longer kept
+            out.write("\n[the answer ended while the connection was down; it is in the history]")
+            return
+    out.write("\n[the connection was lost; the answer goes on on the server]")
+
+
+def _reattach(client, base, headers, stream: _Stream):
+    """The run's stream again, after the last event seen; None when nothing runs (204)."""
+    resume = {**headers, "Last-Event-ID": stream.last_id} if stream.last_id else headers
+    try:
+        request = client.build_request("GET", f"{base}/api/conversations/{stream.conversation_id}/stream",
+                                       headers=resume)
+        response = client.send(request, stream=True)
+    except httpx.TransportError:
+        return _Unreachable()
+    if response.status_code == 204:
+        response.close()
+        return None
+    return response
+
+
+class _Unreachable:
+    """A stand-in response whose reading fails as a dropped connection does (try again later)."""
+
+    def iter_text(self):
+        raise httpx.ReadError("the server is not reachable yet")
+
+    def close(self) -> None:
+        pass
+
+
+def _cancel(client, base, headers, stream: _Stream, out) -> None:
+    """Ctrl-C during an answer: the run stops on the server, which keeps the partial answer."""
+    out.write("\n[stopped]")
+    if stream.conversation_id is None or stream.ended:
+        return
+    try:
+        client.post(f"{base}/api/conversations/{stream.conversation_id}/cancel", headers=headers)
+    except httpx.TransportError:
+        pass
 
 
 def _prompt(stdin, out, label: str) -> str | None:
@@ -105,7 +197,7 @@ def chat_loop(agent: str, url: str | None, key: str | None, stdin=None, out=None
                 body["conversation_id"] = conversation_id
             out.write(f"{agent}> ")
             try:
-                conversation_id = _turn(client, f"{base}/api/agents/{agent}/chat", headers, body, out)
+                conversation_id = _turn(client, base, agent, headers, body, out)
             except httpx.TransportError as exc:
                 out.write(f"\n[cannot reach {base}: {exc.__class__.__name__}]\n")
                 return 1
