@@ -254,3 +254,25 @@ def test_another_users_attach_and_cancel_are_forbidden(bot, fake_openai):
             assert bot.client.request(method, f"/api/conversations/{conversation}/{path}").status_code == 401
         rest = list(frames)
     assert rest[-1][1]["type"] == "done"   # bob's cancel did nothing
+
+
+def test_run_routes_answer_what_the_openapi_description_says(bot, fake_openai):
+    from tests.test_openapi import SPEC, conforms
+
+    fake_openai.script(Reply(**VERY_SLOW))
+    with open_stream(bot, "bot", "Go") as response:
+        frames = iter_frames(response)
+        conversation = until_deltas(frames, 1)[0][1]["conversation_id"]
+        conforms(bot.client.get(f"/api/conversations/{conversation}"), "/api/conversations/{conversation_id}",
+                 "GET")
+        with attach(bot, conversation) as watcher:
+            until_deltas(iter_frames(watcher), 1)
+            cancelled = bot.client.post(f"/api/conversations/{conversation}/cancel")
+            conforms(cancelled, "/api/conversations/{conversation_id}/cancel", "POST")
+        list(frames)
+    watched = bot.client.get(f"/api/conversations/{conversation}/stream", params={"after": 0})
+    assert watched.status_code == 204 and "204" in SPEC["paths"]["/api/conversations/{conversation_id}/stream"]["get"]["responses"]
+    conforms(bot.client.post(f"/api/conversations/{conversation}/cancel"),
+             "/api/conversations/{conversation_id}/cancel", "POST")
+    conforms(bot.client.get(f"/api/conversations/{conversation}/stream", headers={"Last-Event-ID": "x"}),
+             "/api/conversations/{conversation_id}/stream", "GET")

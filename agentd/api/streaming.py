@@ -49,9 +49,14 @@ def connection_releaser(database):
 
 
 def sse_frame(event: Event, event_id: str | None = None) -> str:
-    data = json.dumps(event.public(), ensure_ascii=False, separators=(",", ":"))
+    return data_frame(event.public(), event_id)
+
+
+def data_frame(data: dict, event_id: str | None = None) -> str:
+    """One SSE event for an event's public form; the `id:` line lets a client resume after it."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     tail = f"id: {event_id}\n" if event_id else ""
-    return f"event: {event.type}\ndata: {data}\n{tail}\n"
+    return f"event: {data['type']}\ndata: {text}\n{tail}\n"
 
 
 def sse_stream(run_id: str, items, filter_event=None, release=None, on_leave=None) -> Iterator[str]:
@@ -71,8 +76,10 @@ def sse_stream(run_id: str, items, filter_event=None, release=None, on_leave=Non
                 yield ": ping\n\n"
                 continue
             seq, data = item
-            event = as_event(data)
-            event = filter_event(event) if filter_event else event
+            if filter_event is None:
+                yield data_frame(data, f"{run_id}:{seq}")
+                continue
+            event = filter_event(as_event(data))
             if event is not None:
                 yield sse_frame(event, f"{run_id}:{seq}")
         finished = True

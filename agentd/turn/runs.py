@@ -31,7 +31,8 @@ from agentd.vocab import Event
 
 log = logging.getLogger("agentd.runs")
 
-RETAIN_SECONDS = 600.0          # a finished run's events stay readable this long
+RETAIN_SECONDS = 600.0          # a finished run's events stay readable this long…
+RETAIN_RUNS = 500               # …for this many runs at most (memory; Redis keeps them all)
 PING_SECONDS = 15.0
 TERMINAL = frozenset({"done", "error"})
 
@@ -169,9 +170,9 @@ class Run:
 class RunService:
     """The runs of this process, and the bus that reaches the others'; one per app."""
 
-    def __init__(self, bus=None, retain: float = RETAIN_SECONDS):
+    def __init__(self, bus=None, retain: float = RETAIN_SECONDS, retain_runs: int = RETAIN_RUNS):
         self.bus = bus or LocalBus()
-        self.retain = retain
+        self.retain, self.retain_runs = retain, retain_runs
         self._runs: dict[str, Run] = {}            # run id -> run (live, or ended within `retain`)
         self._by_conversation: dict[str, Run] = {}  # conversation id -> its live run
         self._ended: deque = deque()
@@ -195,7 +196,7 @@ class RunService:
 
     def _prune(self) -> None:
         cutoff = time.monotonic() - self.retain
-        while self._ended and self._ended[0].ended_at < cutoff:
+        while self._ended and (self._ended[0].ended_at < cutoff or len(self._ended) > self.retain_runs):
             self._runs.pop(self._ended.popleft().id, None)
 
     def local(self, run_id: str) -> Run | None:
