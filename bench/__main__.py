@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import harness, history, protocols, report, turns
+from bench import harness, history, protocols, report, runs, turns
 
 # (rounds, calls per round, seconds at 16 clients, open-stream levels, history size, pages)
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                              "$AGENTD_BENCH_POSTGRES_URL")
     parser.add_argument("--workers", type=int, default=None,
                         help="gunicorn workers (default: what gunicorn.conf.py says)")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: turns,concurrency,protocols,streams,history")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: turns,concurrency,protocols,streams,runs,history")
     parser.add_argument("--out", default=str(harness.REPO / "bench" / "results" / "latest.md"))
     return parser.parse_args(argv)
 
@@ -97,6 +97,10 @@ def run_protocols(args, scale: Scale, upstream, work: Path, rows: list) -> None:
         server.stop()
 
 
+def run_runs(args, scale: Scale, upstream, work: Path, rows: list) -> None:
+    rows += report.attach_rows(runs.measure(work / "runs", upstream.url, scale.per_round, args.workers, log))
+
+
 def run_history(args, scale: Scale, upstream, work: Path, rows: list) -> None:
     results, skipped = [], []
     size = scale.conversations * scale.per_conversation
@@ -123,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="agentd-bench-") as tmp:
             work = Path(tmp)
             parts = [("turns", run_turns), ("protocols", run_protocols), ("streams", run_streams),
+                     ("runs", run_runs),
                      ("history", run_history)]
             for name, part in parts:
                 if name not in args.skip:

@@ -119,6 +119,23 @@ def stream_rows(results: list) -> list[Row]:
     return rows
 
 
+def attach_rows(r) -> list[Row]:
+    if r.skipped:
+        return [Row("attach to a running turn", "skipped: " + r.skipped)]
+
+    def spread(values: list[float]) -> str:
+        return f"p50 {ms(median(values))}, p99 {ms(percentile(values, 99))}" if values else "no samples"
+    return [
+        Row("attach: `GET …/stream` to the first replayed event, same process", spread(r.same_process),
+            "", "", "p50 ≤ 5 ms", verdict(bool(r.same_process) and median(r.same_process) <= 0.005)),
+        Row("attach: `GET …/stream` to the first replayed event, another process through Redis",
+            spread(r.other_process), "", "", "p50 ≤ 10 ms",
+            verdict(bool(r.other_process) and median(r.other_process) <= 0.010)),
+        Row("live event on another process through Redis, lag behind the run's own stream",
+            spread(r.live_lag), "", "", "p50 ≤ 5 ms", verdict(bool(r.live_lag) and median(r.live_lag) <= 0.005)),
+    ]
+
+
 def history_rows(results: list, skipped: list[str]) -> list[Row]:
     rows = []
     for r in results:
