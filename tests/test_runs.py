@@ -109,6 +109,20 @@ def test_last_event_id_and_after_resume_where_the_client_stopped(bot, fake_opena
     assert by_query == seen[2:]
 
 
+def test_last_event_id_of_a_run_that_just_ended_replays_its_rest(bot, fake_openai):
+    fake_openai.script(Reply(content="One two three four"), Reply(content="Another"))
+    with open_stream(bot, "bot", "Count") as response:
+        frames = list(iter_frames(response))
+    conversation = frames[0][1]["conversation_id"]
+    late = bot.client.get(f"/api/conversations/{conversation}/stream", headers={"Last-Event-ID": frames[1][0]})
+    assert late.status_code == 200
+    assert [line[4:] for line in late.text.split("\n") if line.startswith("id: ")] == [i for i, _ in frames[2:]]
+    # A run of another conversation is not to be had by naming it.
+    other = bot.chat("bot", "Elsewhere").json()["conversation_id"]
+    named = bot.client.get(f"/api/conversations/{other}/stream", headers={"Last-Event-ID": frames[1][0]})
+    assert named.status_code == 204
+
+
 def test_attach_is_204_when_nothing_runs_and_the_conversation_says_running(bot, fake_openai):
     fake_openai.script(Reply(content="Quick"), Reply(**SLOW))
     conversation = bot.chat("bot", "Hi").json()["conversation_id"]

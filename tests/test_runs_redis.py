@@ -64,6 +64,12 @@ def test_attach_on_another_process_replays_and_follows_through_redis(pair, fake_
     assert attached == seen and rest == seen[3:]
     assert attached[-1][1]["type"] == "done" and attached[-1][1]["message"]["content"] == LONG_TEXT
     assert other.client.get(f"/api/conversations/{conversation}/stream").status_code == 204
+    # A client that lost the end of the run gets the rest from Redis, on either process.
+    for server in (owner, other):
+        late = server.client.get(f"/api/conversations/{conversation}/stream",
+                                 headers={"Last-Event-ID": seen[-3][0]})
+        assert late.status_code == 200
+        assert [e for e in late.text.split("\n") if e.startswith("id:")] == [f"id: {i}" for i, _ in seen[-2:]]
 
 
 def test_cancel_from_another_process_stops_the_run_and_tells_its_watchers(pair, fake_openai):

@@ -100,8 +100,10 @@ class RedisBus:
                 time.sleep(1.0)
 
     # -- any process ----------------------------------------------------------------------
-    def known(self, run_id: str) -> bool:
-        return bool(self.redis.exists(_key(run_id)))
+    def belongs(self, run_id: str, conversation_id: str) -> bool:
+        """Whether that run's events are kept and it ran in this conversation (its `start` says)."""
+        first = self.redis.xrange(_key(run_id), count=1)
+        return bool(first) and json.loads(first[0][1][b"e"]).get("conversation_id") == conversation_id
 
     def follow(self, run_id: str, after: int, idle: float, still_running=None):
         """Events after seq `after` and live ones until `done`/`error`; None after `idle` s silent.

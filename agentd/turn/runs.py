@@ -163,8 +163,9 @@ class Run:
 
     def leave(self) -> None:
         """The client that started the run went away and the agent says `on_disconnect: stop`."""
-        if not self.ended:
-            self.turn.cancel()  # the worker stops at its next event and stores the partial
+        turn = self.turn
+        if turn is not None and not self.ended:
+            turn.cancel()  # the worker stops at its next event and stores the partial
 
 
 class RunService:
@@ -225,8 +226,9 @@ class RunService:
             return local.id, local.follow(after, idle)
         if not wanted or not self.bus.shared:
             return None
-        if run_id is not None and (running or {}).get("run_id") != run_id and not self.bus.known(run_id):
-            return None
+        if run_id is not None and (running or {}).get("run_id") != run_id \
+                and not self.bus.belongs(run_id, conversation_id):
+            return None  # not this conversation's run (or no longer kept)
         if run_id is None and running is None:
             return None
         return wanted, self.bus.follow(wanted, after, idle, still_running)
