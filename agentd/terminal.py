@@ -18,8 +18,9 @@ import time
 
 import httpx
 
+from httpx_sse import EventSource, SSEError
+
 from agentd.config import Config
-from agentd.providers.sse import sse_lines
 
 REATTACH_TRIES = 5
 
@@ -34,20 +35,15 @@ class _Stream:
         self.reattached = None  # the response of the last re-attach, closed when done
 
     def events(self, response: httpx.Response):
-        data, event_id = [], None
-        for line in sse_lines(response.iter_text()):
-            if line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-            elif line.startswith("id:"):
-                event_id = line[3:].strip()
-            elif not line and data:
-                event = json.loads("\n".join(data))
-                self.last_id = event_id or self.last_id
-                if event["type"] == "start":
-                    self.conversation_id = event["conversation_id"]
-                self.ended = event["type"] in ("done", "error")
-                yield event
-                data, event_id = [], None
+        for sse in EventSource(response).iter_sse():
+            if not sse.data:
+                continue
+            event = json.loads(sse.data)
+            self.last_id = sse.id or self.last_id
+            if event["type"] == "start":
+                self.conversation_id = event["conversation_id"]
+            self.ended = event["type"] in ("done", "error")
+            yield event
 
 
 # C0 controls but tab and newline, DEL, and C1 controls (U+009B is a one-character CSI).
@@ -105,24 +101,25 @@ def _follow(client, base, headers, stream: _Stream, response, out) -> None:
     try:
         _follow_all(client, base, headers, stream, response, out)
     finally:
-        if stream.reattached is not None:
+        if stream.reattached not in (None, RETRY):
             stream.reattached.close()
 
 
 def _follow_all(client, base, headers, stream: _Stream, response, out) -> None:
     for attempt in range(REATTACH_TRIES + 1):
         try:
-            for event in stream.events(response):
-                _show(event, out)
+            if response is not RETRY:
+                for event in stream.events(response):
+                    _show(event, out)
             if stream.ended:
                 return
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout):
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout, SSEError):
             if stream.conversation_id is None:
                 raise
         if attempt == REATTACH_TRIES:
             break
         time.sleep(min(0.5 * 2 ** attempt, 4.0))
-        if stream.reattached is not None:
+        if stream.reattached not in (None, RETRY):
             stream.reattached.close()
         response = stream.reattached = _reattach(client, base, headers, stream)
         if response is None:  # nothing runs any more, and its events are no longer kept
@@ -139,21 +136,14 @@ def _reattach(client, base, headers, stream: _Stream):
                                        headers=resume)
         response = client.send(request, stream=True)
     except httpx.TransportError:
-        return _Unreachable()
+        return RETRY
     if response.status_code == 204:
         response.close()
         return None
     return response
 
 
-class _Unreachable:
-    """A stand-in response whose reading fails as a dropped connection does (try again later)."""
-
-    def iter_text(self):
-        raise httpx.ReadError("the server is not reachable yet")
-
-    def close(self) -> None:
-        pass
+RETRY = object()  # the server could not be reached to re-attach: try again after a pause
 
 
 def _cancel(client, base, headers, stream: _Stream, out) -> None:
