@@ -2,10 +2,11 @@
 
 Two agentd servers (gunicorn, as deployed) share one database and one
 redis-server started here (AGENTD_REDIS_URL). A slow run (one token a second,
-`slow10`) is started on A; meanwhile `GET /api/conversations/{id}/stream` is
+`slow60`) is started on A; meanwhile `GET /api/conversations/{id}/stream` is
 timed to its first replayed event (the run's `start`), on A itself and on B
 (through Redis), and each live delta is timed as it reaches A's own stream and
-a watcher on B (the cross-process lag). Skipped when redis-server is missing.
+a watcher on B (the cross-process lag); then the run is cancelled. Skipped when redis-server is
+missing.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, str] | None:
     if binary is None:
         return None
     port = harness.free_port()
+    workdir.mkdir(parents=True, exist_ok=True)   # redis-server refuses a --dir that does not exist
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(workdir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -43,11 +45,12 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, str] | None:
     while time.monotonic() < end:
         try:
             client.ping()
-            break
+            client.close()
+            return proc, f"redis://127.0.0.1:{port}"
         except redis.ConnectionError:
             time.sleep(0.05)
-    client.close()
-    return proc, f"redis://127.0.0.1:{port}"
+    proc.kill()
+    raise RuntimeError("redis-server did not start")
 
 
 def first_event_seconds(client: httpx.Client, conversation: str) -> float:
@@ -62,10 +65,10 @@ def first_event_seconds(client: httpx.Client, conversation: str) -> float:
     raise RuntimeError("the attach stream ended without an event")
 
 
-def _arrivals(client: httpx.Client, method: str, path: str, out: dict, ready: threading.Event | None = None,
+def _arrivals(url: str, method: str, path: str, out: dict, ready: threading.Event | None = None,
               **kwargs) -> None:
     """seq -> arrival time of each event of a stream (its `id:` lines), until it ends."""
-    with client.stream(method, path, **kwargs) as response:
+    with httpx.Client(base_url=url, timeout=120) as client, client.stream(method, path, **kwargs) as response:
         for line in response.iter_lines():
             if line.startswith("data:") and '"type":"start"' in line:
                 out["conversation"] = line.split('"conversation_id":"', 1)[1].split('"', 1)[0]
@@ -88,20 +91,25 @@ def measure(work: Path, upstream_url: str, attaches: int, workers: int | None, l
     try:
         own: dict = {}
         ready = threading.Event()
-        runner = threading.Thread(target=_arrivals, args=(a.client, "POST", "/api/agents/slow10/chat", own, ready),
+        runner = threading.Thread(target=_arrivals, args=(a.url, "POST", "/api/agents/slow60/chat", own, ready),
                                   kwargs={"json": {"message": "hello", "stream": True}}, daemon=True)
         runner.start()
         if not ready.wait(30):
             raise RuntimeError("the slow run did not start")
         conversation = own["conversation"]
         watched: dict = {}
-        watcher = threading.Thread(target=_arrivals, args=(b.client, "GET", f"/api/conversations/{conversation}/stream",
+        watcher = threading.Thread(target=_arrivals, args=(b.url, "GET", f"/api/conversations/{conversation}/stream",
                                                            watched), daemon=True)
         watcher.start()
         log(f"runs: {attaches} attaches on the same process and on another one (Redis)")
-        for _ in range(attaches):
-            result.same_process.append(first_event_seconds(a.client, conversation))
-            result.other_process.append(first_event_seconds(b.client, conversation))
+        try:
+            for _ in range(attaches):
+                result.same_process.append(first_event_seconds(a.client, conversation))
+                result.other_process.append(first_event_seconds(b.client, conversation))
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; server logs:\n{a.log.read_text()[-1500:]}\n{b.log.read_text()[-3000:]}")
+        time.sleep(3.5)  # a few live deltas reach both
+        a.client.post(f"/api/conversations/{conversation}/cancel")
         runner.join(30)
         watcher.join(30)
         # Events that arrived live on both (not the ones B replayed after the fact).
