@@ -69,8 +69,11 @@ class Run:
         self.ended = False
         self.ended_at: float | None = None
         self.abort_error: ApiError | None = None
-        self._cond = threading.Condition()
-        self._publishing = threading.Lock()  # keeps the bus in seq order
+        # Watchers waiting for the next event, each on an Event of its own. Not a Condition:
+        # under gevent its notify checks ownership with a failing non-blocking acquire,
+        # which yields to the hub on every event.
+        self._lock = threading.Lock()
+        self._waiting: list[threading.Event] = []
         self._on_end = on_end
         turn.listeners.append(self._aborted)
 
@@ -80,14 +83,15 @@ class Run:
         data = event.public()
         if event.type == "start":
             data["run_id"] = self.id
-        with self._publishing:
-            with self._cond:
-                if self.ended:
-                    return None
-                self.events.append(data)
-                seq = len(self.events)
-                self.ended = event.type in TERMINAL
-                self._cond.notify_all()
+        with self._lock:  # also keeps the bus in seq order
+            if self.ended:
+                return None
+            self.events.append(data)
+            seq = len(self.events)
+            self.ended = event.type in TERMINAL
+            for wake in self._waiting:
+                wake.set()
+            self._waiting.clear()
             self.bus.published(self.id, seq, data)
         return seq
 
@@ -138,10 +142,7 @@ class Run:
         """Events after seq `after`, then live ones until the end; None after `idle` s of silence."""
         seq = max(after, 0)
         while True:
-            with self._cond:
-                if len(self.events) <= seq and not self.ended:
-                    self._cond.wait(timeout=idle)
-                batch, ended = self.events[seq:], self.ended
+            batch, ended = self._after(seq, idle)
             if not batch:
                 if ended:
                     return
@@ -152,6 +153,19 @@ class Run:
                 yield seq, data
             if ended and seq >= len(self.events):
                 return
+
+    def _after(self, seq: int, idle: float) -> tuple[list[dict], bool]:
+        """The events after `seq` (waiting up to `idle` s for one), and whether the run ended."""
+        with self._lock:
+            if len(self.events) > seq or self.ended:
+                return self.events[seq:], self.ended
+            wake = threading.Event()
+            self._waiting.append(wake)
+        wake.wait(idle)
+        with self._lock:
+            if wake in self._waiting:
+                self._waiting.remove(wake)  # timed out: the next publish need not wake it
+            return self.events[seq:], self.ended
 
     def cancel(self, reason: str = "the run was cancelled") -> bool:
         """Stop the run now: its partial answer is stored, watchers get `error` CANCELLED."""
