@@ -50,8 +50,13 @@ def run_to_completion(run) -> dict:
 
 
 def start_run(turn):
-    """The turn as a run of this process, driven by a worker of its own."""
+    """The turn as a run of this process, driven by a worker of its own.
+
+    The request's own database connection goes back to the pool first: the
+    worker takes one as it starts, and the response needs none while it streams.
+    """
     release = connection_releaser(state().db)
+    release()
     return state().runs.begin(turn).start(release=release)
 
 
@@ -139,6 +144,5 @@ def _ws_turn(ws, agent_id, body, channel, filter_event) -> None:
         ws.send(error_frame(unavailable.code, unavailable.message))
         _drop_connection()  # a broken connection must not be this socket's next one
         return
-    connection_releaser(state().db)()  # the socket's own connection is not needed meanwhile
     run = start_run(turn)
     ws_stream(ws, run, filter_event, on_leave=run.leave if stop_on_leave(turn.agent) else None)

@@ -35,6 +35,7 @@ RETAIN_SECONDS = 600.0          # a finished run's events stay readable this lon
 RETAIN_RUNS = 500               # …for this many runs at most (memory; Redis keeps them all)
 PING_SECONDS = 15.0
 TERMINAL = frozenset({"done", "error"})
+YIELD_EVENTS = 3                # the driver lets its watchers run after each of the first events
 
 Item = tuple[int, dict]         # (seq, the event's public form)
 
@@ -89,10 +90,16 @@ class Run:
             self.events.append(data)
             seq = len(self.events)
             self.ended = event.type in TERMINAL
+            woke = bool(self._waiting)
             for wake in self._waiting:
                 wake.set()
             self._waiting.clear()
             self.bus.published(self.id, seq, data)
+        if woke and seq <= YIELD_EVENTS:
+            # Let the watchers send it now: under gevent the driver would otherwise go on
+            # through every chunk already buffered before any watcher ran (time to first
+            # delta). Later events go in batches: a hub trip per delta costs more than it saves.
+            time.sleep(0)
         return seq
 
     def drive(self, scope=contextlib.nullcontext, release=None) -> Iterator[Event]:
@@ -141,8 +148,9 @@ class Run:
     def follow(self, after: int = 0, idle: float = PING_SECONDS) -> Iterator[Item | None]:
         """Events after seq `after`, then live ones until the end; None after `idle` s of silence."""
         seq = max(after, 0)
+        wake = threading.Event()  # this watcher's, set by publish when it waits
         while True:
-            batch, ended = self._after(seq, idle)
+            batch, ended = self._after(seq, idle, wake)
             if not batch:
                 if ended:
                     return
@@ -154,12 +162,12 @@ class Run:
             if ended and seq >= len(self.events):
                 return
 
-    def _after(self, seq: int, idle: float) -> tuple[list[dict], bool]:
+    def _after(self, seq: int, idle: float, wake: threading.Event) -> tuple[list[dict], bool]:
         """The events after `seq` (waiting up to `idle` s for one), and whether the run ended."""
         with self._lock:
             if len(self.events) > seq or self.ended:
                 return self.events[seq:], self.ended
-            wake = threading.Event()
+            wake.clear()
             self._waiting.append(wake)
         wake.wait(idle)
         with self._lock:
