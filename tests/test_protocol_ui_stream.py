@@ -136,8 +136,8 @@ def test_bad_bodies_are_400(served, fake_openai, body, field):
     assert fake_openai.calls == 0
 
 
-def test_resume_while_a_turn_runs_says_busy(served, fake_openai):
-    """Attaching needs the runs machinery; until then a running turn is reported, not hidden."""
+def test_resume_while_a_turn_runs_replays_it_and_follows(served, fake_openai):
+    """The running turn's parts from its start, then the live ones, ending with [DONE]."""
     server, key = served
     auth = {"Authorization": f"Bearer {key}"}
     chat_id = "Resume0123456789"
@@ -146,7 +146,12 @@ def test_resume_while_a_turn_runs_says_busy(served, fake_openai):
                               json={"id": chat_id, "messages": [ui_message("user", "hi", "u1")]}) as stream:
         lines = stream.iter_lines()
         assert next(line for line in lines if line.startswith("data:"))  # the turn has started
-        busy = server.client.get(f"/api/agents/bot/ui-chat/{chat_id}/stream", headers=auth)
-        assert busy.status_code == 409 and busy.json()["error"]["code"] == "CONVERSATION_BUSY"
-        assert "data: [DONE]" in list(lines)
+        resumed = server.client.get(f"/api/agents/bot/ui-chat/{chat_id}/stream", headers=auth)
+        own = [line for line in lines if line.startswith("data:")]
+    assert resumed.status_code == 200 and resumed.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    parts = sse_data(resumed.text)
+    assert parts[-1] == "[DONE]" and json.loads(parts[0])["type"] == "start"
+    text = "".join(json.loads(p)["delta"] for p in parts[:-1] if json.loads(p)["type"] == "text-delta")
+    assert text == "a slow answer " * 10
+    assert own[-1] == "data: [DONE]"
     assert server.client.get(f"/api/agents/bot/ui-chat/{chat_id}/stream", headers=auth).status_code == 204

@@ -18,7 +18,7 @@ from typing import Iterable, Iterator
 
 from flask import Response, current_app, g, request, stream_with_context
 
-from agentd.api.streaming import SSE_HEADERS, connection_releaser, pump, shutting_down_error
+from agentd.api.streaming import SSE_HEADERS, as_event, connection_releaser, shutting_down_error, stop_on_leave
 from agentd.errors import ApiError, ConversationNotFound, Forbidden
 from agentd.policies import idempotency
 from agentd.store import messages as store
@@ -117,19 +117,40 @@ def serve(adapter: Adapter) -> Response:
     return _respond(adapter, inp, turn.conversation_id, events, {})
 
 
-# The two places that know how a turn is driven (with the runs machinery they
-# become its run's `follow()` and `drive()`); everything else only reads events.
+# The two places that know how a turn is driven: as a run (agentd.turn.runs), like
+# every turn; everything else only reads events.
 
 def drive(turn) -> Iterator[Event]:
-    """A non-streamed turn's events, run in this request."""
-    return turn.events()
+    """A non-streamed turn's events, its run driven in this request."""
+    run = state().runs.begin(turn)
+    yield from run.drive()
+    if run.abort_error is not None:  # cancelled or shut down from outside: say why
+        exc = run.abort_error
+        yield Event("error", {"error": {"code": exc.code, "message": exc.message}}, payload=exc)
 
 
 def pump_events(turn) -> Iterator[Event | None]:
-    """A streamed turn's events from its worker, None while it is silent (keep-alive time)."""
+    """A streamed turn's events from its run's worker, None while it is silent (keep-alive time)."""
     release = connection_releaser(state().db)
     release()  # the request's own connection is not needed while the stream runs
-    return pump(turn, release=release)
+    run = state().runs.begin(turn).start(release=release)
+    return followed(run.follow(), on_leave=run.leave if stop_on_leave(turn.agent) else None)
+
+
+def followed(items, on_leave=None) -> Iterator[Event | None]:
+    """A run's numbered events (from `Run.follow` or the bus) as Events; None while silent.
+
+    The client going away leaves the run going, unless `on_leave` says otherwise.
+    """
+    finished = False
+    try:
+        for item in items:
+            yield None if item is None else as_event(item[1])
+        finished = True
+    finally:
+        items.close()
+        if not finished and on_leave is not None:
+            on_leave()
 
 
 def _respond(adapter, inp, conversation_id, events, extra) -> Response:

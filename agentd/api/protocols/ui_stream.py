@@ -8,19 +8,22 @@ starts a conversation seeded with the client's earlier messages; `start`
 carries `messageMetadata.conversation_id` either way. Server-side tool calls
 appear as `tool-input-available` / `tool-output-available` parts.
 
-`GET …/ui-chat/{id}/stream` is where `useChat({resume: true})` reconnects: it
-answers 204 when no run of that conversation is in progress.
+`GET …/ui-chat/{id}/stream` is where `useChat({resume: true})` reconnects: the
+running turn's parts from its start, then the live ones (the conversation's run,
+as `GET /api/conversations/{id}/stream` serves it); 204 when none is in progress.
 """
 from __future__ import annotations
 
 import json
 
-from flask import Blueprint, Response, g, request
+from flask import Blueprint, Response, g, request, stream_with_context
 
-from agentd.api.protocols.base import Adapter, client_thread, refuse_widget_sessions, serve, sse, state
+from agentd.api.protocols.base import (Adapter, client_thread, followed, refuse_widget_sessions, serve, sse,
+                                       state)
+from agentd.api.streaming import SSE_HEADERS
 from agentd.api.protocols.messages import client_chat
 from agentd.api.validation import json_body
-from agentd.errors import ConversationBusy, InvalidRequest
+from agentd.errors import InvalidRequest
 from agentd.store import messages as store
 from agentd.vocab import ChatInput
 
@@ -147,13 +150,13 @@ def ui_chat(agent_id):
 
 @bp.get("/api/agents/<agent_id>/ui-chat/<chat_id>/stream")
 def resume(agent_id, chat_id):
-    """Reconnect to a running turn of the chat: 204 when none is in progress.
-
-    Attaching to a turn in progress needs its buffered events (the runs
-    machinery); until then a running turn is reported as 409 CONVERSATION_BUSY.
-    """
+    """Reconnect to a running turn of the chat: its parts from the start; 204 when none runs."""
     state().chat.agent(agent_id, g.principal)
     conversation = store.get_owned_conversation(chat_id, g.principal.user_id, agent_id)
-    if not store.turn_running(conversation):
+    watched = state().runs.watch(conversation.id, store.running(conversation))
+    if watched is None:
         return Response(status=204, headers=STREAM_HEADER)
-    raise ConversationBusy("A turn is running in this conversation; attaching to it is not available yet")
+    events = followed(watched[1])
+    frames = UiMessageStream(agent_id, {}).frames(events)
+    return Response(stream_with_context(frames), mimetype="text/event-stream",
+                    headers={**SSE_HEADERS, **STREAM_HEADER})
