@@ -230,7 +230,8 @@ def test_a_slow_stream_meets_the_total_timeout(agentd_server, fake_gemini):
 def test_client_going_away_closes_the_upstream_stream(agentd_server, request, name):
     vendor = VENDORS[name]
     fake = vendor.fake(request)
-    server = agentd_server({"bot": vendor.agent(fake)})
+    # `on_disconnect: stop`: by default the run would go on without its client (tests/test_runs.py).
+    server = agentd_server({"bot": vendor.agent(fake, runs={"on_disconnect": "stop"})})
     fake.script(vendor.reply(content=" ".join(["word"] * 200), chunk_delay=0.02))
     body = {"message": "Talk", "stream": True}
     with server.client.stream("POST", "/api/agents/bot/chat", json=body) as response:
