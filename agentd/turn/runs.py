@@ -25,7 +25,7 @@ from collections import deque
 from typing import Iterator
 
 from agentd.errors import ApiError
-from agentd.store.models import db
+from agentd.store.database import connection
 from agentd.turn.runbus import LocalBus, lost_error
 from agentd.vocab import Event
 
@@ -270,7 +270,7 @@ class RunService:
         run = self.local(run_id)
         if run is None:
             return False
-        with db.connection_context():  # the bus's listener thread holds no connection
+        with connection():  # the bus's listener thread holds no connection
             return run.cancel()
 
 
