@@ -170,13 +170,18 @@ def ws_stream(ws, run, filter_event=None, on_leave=None) -> None:
     """Send a run's events as text frames, answering frames that arrive meanwhile."""
     finished = False
     try:
+        ended = False
         for item in run.follow(0, idle=WS_POLL_SECONDS):
             if item is not None:
                 event = as_event(item[1])
+                ended = event.type in ("done", "error")
                 event = filter_event(event) if filter_event else event
                 if event is not None:
                     ws.send(json.dumps(event.public(), ensure_ascii=False))
-            _ws_incoming(ws, run)
+            if not ended:
+                # After the last event a frame belongs to the socket's next turn: a client
+                # that sends it at once must not be told this turn is still running.
+                _ws_incoming(ws, run)
         finished = True
     finally:
         if not finished and on_leave is not None:
