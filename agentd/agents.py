@@ -53,10 +53,17 @@ class AgentLoadError(Exception):
 
 @dataclass
 class BoundTool:
-    """A tool as one agent uses it: the tool and that agent's configuration for it."""
+    """A tool as one agent uses it: the tool, that agent's configuration for it, and
+    whether a person must approve each call (`requires_approval`, `approval_message`)."""
 
     tool: Tool
     config: dict = field(default_factory=dict)
+    requires_approval: bool = False
+    approval_message: str | None = None
+
+
+# Keys of a tool entry that are agentd's, not the tool's: they never reach its config_schema.
+APPROVAL_KEYS = ("requires_approval", "approval_message")
 
 
 @dataclass
@@ -193,10 +200,31 @@ def _tool_entries(spec: dict) -> list[tuple[int, str, dict]]:
     return entries
 
 
+def _approval_problem(config: dict) -> str | None:
+    """Why an entry's `approval_message` template cannot be used, or None."""
+    template = config.get("approval_message")
+    if template is None:
+        return None
+    from jinja2 import TemplateSyntaxError
+    from agentd.templating import compile_template
+    try:
+        compile_template(template)
+    except TemplateSyntaxError as exc:
+        return f"approval_message: bad template: {exc.message}"
+    return None
+
+
 def _bind_tools(path: str, spec: dict, root: yaml.Node, registry) -> dict[str, BoundTool]:
     bound, problems = {}, []
     for index, name, config in _tool_entries(spec):
         line = _node_at(root, ["tools", index]).start_mark.line + 1
+        approval = {key: config[key] for key in APPROVAL_KEYS if key in config}
+        config = {key: value for key, value in config.items() if key not in APPROVAL_KEYS}
+        problem = _approval_problem(approval)
+        if problem:
+            line = _node_at(root, ["tools", index, name, "approval_message"]).start_mark.line + 1
+            problems.append(AgentProblem(path, line, f"tools.{index}.{name}.approval_message", problem))
+            continue
         item = registry.tools.get(name)
         if item is None:
             problems.append(AgentProblem(path, line, f"tools.{index}", f"unknown tool '{name}'"))
@@ -214,7 +242,8 @@ def _bind_tools(path: str, spec: dict, root: yaml.Node, registry) -> dict[str, B
             problems.append(AgentProblem(path, line, f"tools.{index}.{name}", str(exc)))
             continue
         for tool in tools:
-            bound[tool.name] = BoundTool(tool, config)
+            bound[tool.name] = BoundTool(tool, config, bool(approval.get("requires_approval")),
+                                         approval.get("approval_message"))
     if problems:
         raise AgentLoadError(problems)
     return bound

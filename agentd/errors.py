@@ -54,3 +54,19 @@ class ModelError(ApiError):
 
 class ProviderUnavailable(ApiError):
     status, code = 503, "PROVIDER_UNAVAILABLE"
+
+
+class NotFound(ApiError):
+    status, code = 404, "NOT_FOUND"
+
+
+class ApprovalPending(ApiError):
+    status, code = 409, "APPROVAL_PENDING"
+
+
+class ApprovalResolved(ApiError):
+    status, code = 409, "APPROVAL_RESOLVED"
+
+
+class ApprovalExpired(ApiError):
+    status, code = 409, "APPROVAL_EXPIRED"

@@ -87,3 +87,13 @@ def on_event(run, event):
     the `TurnOutcome`), then `done` or `error`, and last `finish` (`{"status": …}`).
     `run` is the running turn (`run.agent`, `run.principal`, `run.conversation_id`,
     `run.inp`). An exception here is logged and never breaks the run."""
+
+
+@hookspec(firstresult=True)
+def needs_approval(tool, arguments, context):
+    """Called for each tool call of a model step before it runs, with its `Tool`, its
+    validated `arguments` (a dict) and its ToolContext. Return True to hold the call until
+    a person approves it, False to let it run without one (even when the agent's YAML says
+    `requires_approval: true` for the tool), or None to leave it to the YAML. The first
+    non-None answer wins; an exception holds the call (a failing policy never lets a
+    risky call through)."""

@@ -134,7 +134,7 @@ def healthz():
 
 
 def register_api(app: Flask) -> None:
-    from agentd.api import chat, conversations
+    from agentd.api import approvals, chat, conversations
 
     register_error_handlers(app)
     state = app.extensions["agentd"]
@@ -150,6 +150,7 @@ def register_api(app: Flask) -> None:
     app.register_blueprint(conversations.bp)
     from agentd.api import protocols
     protocols.register(app)
+    app.register_blueprint(approvals.bp)
     sock.init_app(app)
 
     @sock.route("/api/agents/<agent_id>/ws")

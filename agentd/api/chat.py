@@ -42,7 +42,10 @@ def run_to_completion(run) -> dict:
     """
     for event in run.drive():
         if event.type == "done":
-            return {**event.data["message"], "usage": event.data["usage"]}
+            answer = {**event.data["message"], "usage": event.data["usage"]}
+            if "approvals" in event.data:  # the run paused: the calls waiting for a person
+                answer["approvals"] = event.data["approvals"]
+            return answer
         if event.type == "error":
             raise event.payload
     # Only a run ended from outside (a cancel, server shutdown) stops without done or error.
@@ -63,8 +66,12 @@ def start_run(turn):
 def send_message(agent_id: str, body: dict, channel: str, filter_event=None):
     """Start a turn and answer it as JSON or as an SSE stream."""
     inp = chat_input(body, channel=channel)
-    turn = service().start_turn(agent_id, g.principal, inp)
-    if not inp.stream:
+    return answer_turn(service().start_turn(agent_id, g.principal, inp), filter_event)
+
+
+def answer_turn(turn, filter_event=None):
+    """A started turn's answer: JSON once it ends, or its run's events as SSE."""
+    if not turn.inp.stream:
         return jsonify(run_to_completion(state().runs.begin(turn)))
     run = start_run(turn)
     events = sse_stream(run.id, run.follow(), filter_event, release=connection_releaser(state().db),
@@ -121,7 +128,21 @@ def websocket_session(ws, agent_id: str, channel: str = "ws", filter_event=None)
         body = ws_next_message(ws, state().config.ws_idle_timeout)
         if body is None:
             return  # the socket closed, or the server is shutting down
-        _ws_turn(ws, agent_id, body, channel, filter_event)
+        if body.get("type") == "decision":
+            _ws_decision(ws, agent_id, body, channel, filter_event)
+        else:
+            _ws_turn(ws, agent_id, body, channel, filter_event)
+
+
+def _ws_decision(ws, agent_id, body, channel, filter_event) -> None:
+    """A person's decision on a held tool call; the resumed run streams on this socket."""
+    from agentd.api.approvals import ws_decision
+    turn = ws_decision(ws, agent_id, body, channel, filter_event)
+    if turn is None:
+        return
+    connection_releaser(state().db)()
+    run = start_run(turn)
+    ws_stream(ws, run, filter_event, on_leave=run.leave if stop_on_leave(turn.agent) else None)
 
 
 def _drop_connection() -> None:

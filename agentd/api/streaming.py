@@ -103,7 +103,8 @@ def error_frame(code: str, message: str) -> str:
 
 
 def ws_next_message(ws, idle_timeout: float | None = None) -> dict | None:
-    """The next `message` frame of an idle socket; None when it closed, idled out or the server stops.
+    """The next `message` (or approval `decision`) frame of an idle socket; None when it
+    closed, idled out or the server stops.
 
     A socket that sends nothing for `idle_timeout` seconds between turns is closed:
     an open socket costs a greenlet and a file descriptor, and a client that went
@@ -121,7 +122,7 @@ def ws_next_message(ws, idle_timeout: float | None = None) -> dict | None:
             continue
         quiet_since = time.monotonic()
         body = _parse_frame(ws, frame)
-        if body is not None and body.get("type") == "message":
+        if body is not None and body.get("type") in ("message", "decision"):
             return body
         # a cancel with no running turn, or an unknown frame: nothing to do
     return None
@@ -199,7 +200,7 @@ def _ws_incoming(ws, run) -> None:
             continue
         if body.get("type") == "cancel":
             run.cancel("the run was cancelled")  # its error event arrives through follow()
-        elif body.get("type") == "message":
+        elif body.get("type") in ("message", "decision"):
             ws.send(error_frame("CONVERSATION_BUSY",
                                 "A turn is already running on this socket; wait for it or cancel it"))
 

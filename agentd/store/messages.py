@@ -8,6 +8,7 @@ import peewee as pw
 
 from agentd.errors import ConversationBusy, ConversationNotFound, Forbidden
 from agentd.store import prepared
+from agentd.store.approvals import begin_resume, settle_expired
 from agentd.store.models import Conversation, Message, db, utcnow
 
 UNFINISHED = "streaming"
@@ -371,6 +372,7 @@ def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: st
             conversation = get_owned_conversation(conversation_id, user_id, agent_id)
             stale = conversation.busy_token is not None
             token = acquire_turn(conversation.id, lease, run_id)
+            settle_expired(conversation.id)  # 409 APPROVAL_PENDING while a call awaits a person
             conversation.run_id, conversation.run_started_at = run_id, utcnow()
             if stale:
                 mark_unfinished(conversation.id)
@@ -387,6 +389,23 @@ def open_turn(agent_id: str, user_id: str, message: dict, *, conversation_id: st
             "conversation": conversation.id, "agent_id": agent_id, "user_id": user_id, **message})
     conversation.user_message_id = user_message_id
     return conversation, token
+
+
+def open_resume(conversation_id: str, step_id: int, lease: int, run_id: str):
+    """Take the turn lock for the run resuming a decided step and mark its approvals used,
+    in one transaction: an approval is used only by a run that started. Returns the
+    conversation (its `user_message_id` is the step's row, for the `start` event), the
+    lock's token and the step's approvals."""
+    with db.atomic():
+        token = acquire_turn(conversation_id, lease, run_id)
+        rows = begin_resume(step_id, run_id)
+        conversation = _conversation_by_id(conversation_id)
+    conversation.user_message_id = step_id
+    return conversation, token, rows
+
+
+def message_by_id(message_id: int) -> dict:
+    return message_dict(Message.get_by_id(message_id))
 
 
 def written_message_dict(values: dict) -> dict:

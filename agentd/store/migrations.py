@@ -5,7 +5,7 @@ import logging
 
 import peewee as pw
 
-from agentd.store.models import (AgentUsageDay, AppSetting, ApiKey, CacheEntry, Conversation,
+from agentd.store.models import (AgentUsageDay, AppSetting, ApiKey, Approval, CacheEntry, Conversation,
                                  IdempotencyRecord, Message, SchemaMigration, UsageDay, db)
 
 log = logging.getLogger("agentd.store")
@@ -52,8 +52,16 @@ def m030_runs(database) -> None:
             for name in ("run_id", "run_started_at") if name not in have])
 
 
+def m070_approvals(database) -> None:
+    """Tool calls held for a person's decision; a conversation's open ones are looked up by index."""
+    database.create_tables([Approval])
+    database.execute_sql("CREATE INDEX IF NOT EXISTS approval_conversation_used "
+                         "ON approval (conversation_id, used_at)")
+    database.execute_sql("CREATE INDEX IF NOT EXISTS approval_step ON approval (step_id)")
+
+
 MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry), (4, m004_settings),
-              (10, m010_agent_usage), (30, m030_runs)]
+              (10, m010_agent_usage), (30, m030_runs), (70, m070_approvals)]
 
 
 def _serialise(database) -> None:

@@ -85,6 +85,28 @@ class Message(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
 
 
+class Approval(BaseModel):
+    """A tool call held until a person decides; bound to the exact call of one model step."""
+
+    id = CharField(primary_key=True, max_length=64)
+    conversation = pw.ForeignKeyField(Conversation, on_delete="CASCADE", column_name="conversation_id")
+    agent_id = CharField(max_length=128)
+    user_id = CharField(max_length=255)
+    step_id = pw.IntegerField()           # the assistant message whose tool_calls hold the call
+    run_id = CharField(max_length=64, null=True)
+    tool_call_id = CharField(max_length=255)
+    tool_name = CharField(max_length=255)
+    arguments = TextField()               # exactly as the model sent them, run as they are
+    message = TextField()                 # what the person was asked
+    status = CharField(max_length=16, default="pending")  # pending | approved | denied | expired
+    reason = TextField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    expires_at = pw.DateTimeField()
+    decided_at = pw.DateTimeField(null=True)
+    used_at = pw.DateTimeField(null=True)  # set when the run resuming its step started
+    resumed_run_id = CharField(max_length=64, null=True)
+
+
 class ApiKey(BaseModel):
     id = CharField(primary_key=True, max_length=32)
     user_id = CharField(max_length=255)

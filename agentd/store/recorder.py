@@ -17,6 +17,9 @@ from agentd.store.models import Message, db, utcnow
 from agentd.vocab import Completion, ToolResult
 
 
+AWAITING = "awaiting_approval"  # a tool step whose held calls wait for a person
+
+
 class TurnRecorder:
     def __init__(self, conversation_id: str, agent_id: str, user_id: str, eager: bool):
         self.base = {"conversation": conversation_id, "agent_id": agent_id, "user_id": user_id}
@@ -34,6 +37,8 @@ class TurnRecorder:
         # `cancelled: <end_reason>` for each, so the history stays valid (agentd.turn.pairing).
         self.open_calls: dict[str, str] = {}
         self.end_reason: str | None = None
+        self.step_id: int | None = None   # the last tool step's assistant row
+        self._step_fields: dict | None = None
 
     # -- the open assistant row ----------------------------------------------------
     def open_row(self) -> int | None:
@@ -88,7 +93,9 @@ class TurnRecorder:
 
     # -- what the loop reports -------------------------------------------------------
     def tool_step(self, completion: Completion) -> None:
-        self._finish_row(self._assistant_fields(completion, "complete"))
+        fields = self._assistant_fields(completion, "complete")
+        self.step_id = self._finish_row(fields) or None  # eager: the row's id; buffered: at flush
+        self._step_fields = fields
         self.open_calls = {c.id: c.name for c in completion.message.tool_calls or []}
 
     def tool_result(self, result: ToolResult) -> None:
@@ -116,6 +123,18 @@ class TurnRecorder:
             return row_id
         self.pending.append(fields)
         return self.flush(also)
+
+    def pause(self, also) -> int:
+        """Store the last tool step as `awaiting_approval` (its calls held for a person);
+        `also(step_id)` runs in the same transaction. Returns the step's row id."""
+        self._step_fields["status"] = AWAITING
+        if not self.eager:
+            self.flush(lambda: also(self.step_id))
+            return self.step_id
+        with db.atomic():
+            prepared.update_by_id(Message, self.step_id, {"status": AWAITING})
+            also(self.step_id)
+        return self.step_id
 
     def fail(self, status: str) -> int | None:
         """End the turn as `partial` or `error`, keeping any text already produced.
@@ -160,6 +179,8 @@ class TurnRecorder:
             for fields in self.pending:
                 created_at = utcnow()
                 last = prepared.insert(Message, {"created_at": created_at, **fields, **self.base})
+                if fields is self._step_fields:
+                    self.step_id = last
             if also is not None:
                 also()
         self.last_row = as_stored({**self.base, **fields, "id": last, "created_at": created_at})

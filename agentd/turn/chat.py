@@ -16,11 +16,13 @@ from typing import Iterator
 from agentd.agents import Agent
 from agentd.errors import AgentNotFound, ApiError, GuardrailBlocked, InvalidRequest
 from agentd.turn.liveturns import live_turns
+from agentd.turn import approvals
 from agentd.turn.loop import LoopSettings, run_loop
 from agentd.turn.pairing import paired
 from agentd.turn.prompting import TemplateBudgetError, system_prompt, title_from
 from agentd.store.recorder import TurnRecorder
 from agentd.hookcalls import checked_answer, each_impl, notify, wrapped_caller
+from agentd.store import approvals as approvals_store
 from agentd.store import messages as store
 from agentd.store.database import unavailable_error
 from agentd.turn.runs import new_run_id
@@ -106,6 +108,18 @@ class ChatService:
         conversation, token = self._open_conversation(agent, principal, inp)
         return Turn(self, agent, principal, inp, conversation, token, block)
 
+    def resume_turn(self, approval, principal: Principal, stream: bool, channel: str) -> "Turn":
+        """Take the turn lock for the run resuming the fully decided step of `approval`,
+        marking the step's approvals used (ApprovalResolved when another run took them)."""
+        agent = self.agent(approval.agent_id, principal)
+        inp = ChatInput(message="", conversation_id=approval.conversation_id, stream=stream, channel=channel)
+        block = _model_block(agent, inp)
+        conversation, token, rows = store.open_resume(approval.conversation_id, approval.step_id,
+                                                      self.state.config.turn_lease_seconds, new_run_id())
+        turn = Turn(self, agent, principal, inp, conversation, token, block)
+        turn.resumed = rows
+        return turn
+
     @property
     def hook(self):
         return self.state.registry.manager.hook
@@ -164,6 +178,7 @@ class Turn:
         self.listeners: list = []  # callables told of an error event when the turn is aborted
         self.tool_texts: list[str] = []  # this turn's tool results so far
         self.system_notes: list[str] = []  # run_tools implementations tell the model things here
+        self.resumed: list | None = None  # the decided approvals of the step this run resumes
 
     @property
     def conversation_id(self) -> str:
@@ -223,13 +238,14 @@ class Turn:
         texts = store.conversation_texts(self.conversation.id, ("user", "tool"), own_connection=True)
         return texts + list(self.tool_texts)
 
-    def _settings(self) -> LoopSettings:
+    def _settings(self, tools: dict) -> LoopSettings:
         tool_settings = ToolRunSettings(
             timeout=self.agent.setting("tool_timeout", self.service.state.config.tool_timeout),
             max_output_chars=self.agent.setting("max_tool_output_chars", 20000),
             max_parallel=self.agent.setting("max_parallel_tool_calls", 8))
         return LoopSettings(max_tool_rounds=self.agent.setting("max_tool_rounds", 8),
-                            repeat_limit=self.agent.setting("repeat_limit", 3), tools=tool_settings)
+                            repeat_limit=self.agent.setting("repeat_limit", 3), tools=tool_settings,
+                            hold=lambda call: approvals.needs_approval(self.service.hook, self.agent, tools, call))
 
     def start_event(self) -> Event:
         row_id = self.recorder.open_row() if self.inp.stream else None
@@ -246,9 +262,15 @@ class Turn:
             start = self.start_event()
             self._observe(start)
             yield start
-            tools = self._tools()  # first: a tool source may add notes to the system prompt
-            loop = run_loop(self._request(), self.caller, tools, self._settings(),
-                            self.service.state.tool_hooks or ToolHooks())
+            # first: a tool source may add notes to the system prompt
+            self._tool_map = tools = self._tools()
+            settings, hooks = self._settings(tools), self.service.state.tool_hooks or ToolHooks()
+            if self.resumed:
+                loop = approvals.decided_results(self.resumed, tools, settings.tools, hooks)
+                yield from self._resumed_results(loop)
+                if self.cancelled or self._closed:
+                    return
+            loop = run_loop(self._request(), self.caller, tools, settings, hooks)
             for event in loop:
                 if self.cancelled:
                     break
@@ -257,7 +279,7 @@ class Turn:
                     return  # aborted from outside; its error event went to the listeners
                 if done is not None:
                     status = "complete"
-                    yield done
+                    yield from done  # `done`, after `approval_required` ones when the run paused
                     return
                 if event.type in ("delta", "reasoning", "tool_call", "status", "tool_result"):
                     yield event
@@ -274,6 +296,24 @@ class Turn:
             if loop is not None:
                 loop.close()  # closes the provider's request when the client went away
             self._finish_quietly(status)
+
+    def _resumed_results(self, results) -> Iterator[Event]:
+        """Record and pass on the decided calls' results; they are stored before the model is asked."""
+        self.recorder.open_calls = {row.tool_call_id: row.tool_name for row in self.resumed}
+        try:
+            for event in results:
+                if self.cancelled:
+                    return
+                self._record(event)
+                if self._closed:
+                    return
+                if event.type in ("status", "tool_result"):
+                    yield event
+            with self._lock:
+                if not self._closed:
+                    self.recorder.flush()  # a buffered turn: the model's history must hold them
+        finally:
+            results.close()
 
     def abort(self, exc: ApiError) -> Event | None:
         """End the turn from another thread (shutdown): store what it has, tell the listeners.
@@ -311,8 +351,34 @@ class Turn:
             if not event.payload.is_error:  # errors quote the model's own arguments
                 self.tool_texts.append(event.payload.content)
         elif event.type == "answer":
-            return self._done(event.payload)
+            return [self._done(event.payload)]
+        elif event.type == "approval":
+            return self._pause(event.payload)
         return None
+
+    def _pause(self, pause) -> list[Event]:
+        """Store the step as awaiting approval with one pending approval per held call, and
+        release the lock, in one transaction; the run ends with `approval_required` events
+        and `done`. Nothing waits: a decision starts a new run (`ChatService.resume_turn`)."""
+        self.outcome = pause.outcome
+        for call in pause.held:
+            self.recorder.open_calls.pop(call.id, None)  # answered when the step resumes
+        rows: list = []
+
+        def also(step_id: int) -> None:
+            rows.extend(approvals_store.create(approvals.pending_rows(self, self._tool_map, pause.held, step_id)))
+            self._release()
+        step_id = self.recorder.pause(also)
+        self._released = True
+        message = store.message_by_id(step_id)
+        message["usage"] = pause.outcome.usage.to_dict()
+        events = [approvals.required_event(row) for row in rows]
+        for event in events:
+            self._observe(event)
+        done = Event("done", {"message": message, "usage": pause.outcome.usage.to_dict(),
+                              "approvals": [event.data["approval"] for event in events]})
+        self._observe(done)
+        return [*events, done]
 
     def _done(self, outcome) -> Event:
         self.outcome = outcome

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from agentd.vocab import ProviderChunk
 from agentd.turn.toolrun import ToolHooks, ToolRunSettings, run_tool_calls
 from agentd.tools import Tool, ToolContext
-from agentd.vocab import Completion, Event, Message, ModelRequest, ToolSpec, Usage
+from agentd.vocab import Completion, Event, Message, ModelRequest, ToolCall, ToolSpec, Usage
 
 # call_model(request) yields ProviderChunks, the last one carrying the Completion.
 ModelCaller = Callable[[ModelRequest], Iterator[ProviderChunk]]
@@ -25,6 +25,8 @@ class LoopSettings:
     max_tool_rounds: int = 8
     repeat_limit: int = 3
     tools: ToolRunSettings = None
+    # hold(call) -> True when a person must approve the call before it runs.
+    hold: Callable[[ToolCall], bool] | None = None
 
     def __post_init__(self):
         self.tools = self.tools or ToolRunSettings()
@@ -37,6 +39,21 @@ class TurnOutcome:
     completion: Completion
     usage: Usage
     rounds: int
+
+
+@dataclass
+class Pause:
+    """What the internal `approval` event carries: the step's calls held for a person.
+
+    The loop ends there; no model call follows until every held call is decided.
+    """
+
+    outcome: TurnOutcome
+    held: list[ToolCall]
+
+
+def held_calls(calls: list[ToolCall], settings: LoopSettings) -> list[ToolCall]:
+    return [call for call in calls if settings.hold is not None and settings.hold(call)]
 
 
 def tool_specs(tools: dict[str, tuple[Tool, ToolContext]]) -> list[ToolSpec]:
@@ -92,10 +109,15 @@ def run_loop(request: ModelRequest, call_model: ModelCaller,
         for call in message.tool_calls:
             yield Event("tool_call", {"tool_call": call.to_dict()})
         messages.append(message)
-        for event in run_tool_calls(message.tool_calls, tools, settings.tools, hooks):
+        held = held_calls(message.tool_calls, settings)
+        now = [call for call in message.tool_calls if all(call is not h for h in held)]
+        for event in run_tool_calls(now, tools, settings.tools, hooks):
             if event.type == "tool_result":
                 result = event.payload
                 messages.append(Message("tool", result.content, tool_call_id=result.tool_call_id,
                                         name=result.name))
             yield event
+        if held:  # the other calls ran; these wait for a person, the run ends here
+            yield Event("approval", payload=Pause(TurnOutcome(completion, usage, rounds), held))
+            return
         final = _repeated(seen, message, settings.repeat_limit)

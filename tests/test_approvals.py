@@ -1,0 +1,183 @@
+"""Tool approvals over real HTTP: a gated call pauses the run; a person's decision resumes it.
+
+The fake OpenAI server scripts the model's tool calls and records what it was
+sent, so the tests check what the model really saw after a decision; a folder
+plugin's refund tool counts the calls that really ran.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.approval_support import (SHOP_PLUGIN, approvals_of, decide, plugin, plugin_folder, shop_agent,
+                                    tool_messages)
+from tests.conftest import Reply, sse_events
+
+REFUND = ("refund_order", {"order_id": 1042, "amount": 30.5})
+
+
+@pytest.fixture
+def shop(agentd_server, fake_openai, tmp_path):
+    folder = plugin_folder(tmp_path, shop=SHOP_PLUGIN)
+    server = agentd_server({"shop": shop_agent(fake_openai)}, plugins_dir=str(folder))
+    server.shop = plugin(server, folder, "shop")
+    return server
+
+
+def pause(server, fake, *calls, stream=False) -> dict:
+    """Send a message whose model step calls `calls`; the paused answer (JSON) or its events."""
+    fake.script(Reply(tool_calls=list(calls)))
+    response = server.chat("shop", "Please refund my order", stream=stream)
+    assert response.status_code == 200, response.text
+    return sse_events(response) if stream else response.json()
+
+
+def test_a_gated_call_pauses_a_non_streamed_turn_and_nothing_runs(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND)
+    assert answer["status"] == "awaiting_approval" and answer["role"] == "assistant"
+    assert answer["tool_calls"][0]["function"]["name"] == "refund_order"
+    [approval] = answer["approvals"]
+    assert approval["id"].startswith("apr_") and approval["message"] == "Refund order 1042?"
+    assert approval["tool_call"] == answer["tool_calls"][0] and approval["expires_at"].endswith("Z")
+    assert shop.shop.refunds == [] and fake_openai.calls == 1
+    conversation = answer["conversation_id"]
+    assert [a["id"] for a in approvals_of(shop, conversation)] == [approval["id"]]
+    # Nothing is held while waiting: no run, no lock.
+    assert shop.client.get(f"/api/conversations/{conversation}").json()["running"] is None
+    assert shop.client.get(f"/api/conversations/{conversation}/stream").status_code == 204
+
+
+def test_a_gated_call_ends_a_streamed_turn_with_approval_required_and_done(shop, fake_openai):
+    events = pause(shop, fake_openai, REFUND, stream=True)
+    types = [e["type"] for e in events]
+    assert types[0] == "start" and types[-2:] == ["approval_required", "done"]
+    approval = events[-2]["approval"]
+    assert approval["message"] == "Refund order 1042?"
+    assert json.loads(approval["tool_call"]["function"]["arguments"]) == REFUND[1]
+    assert events[-1]["message"]["status"] == "awaiting_approval"
+    assert events[-1]["message"]["id"] == events[0]["id"]
+    assert "tool_result" not in types and shop.shop.refunds == []
+    stored = shop.history("shop", conversation_id=events[0]["conversation_id"]).json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"] and stored[1]["status"] == "awaiting_approval"
+
+
+def test_approving_runs_the_call_once_with_the_arguments_shown(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND)
+    conversation, approval = answer["conversation_id"], answer["approvals"][0]
+    fake_openai.script(Reply(content="Your refund is on its way."))
+    resumed = decide(shop, conversation, approval["id"], "approve")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["content"] == "Your refund is on its way." and resumed.json()["status"] == "complete"
+    shown = json.loads(approval["tool_call"]["function"]["arguments"])
+    assert shop.shop.refunds == [shown]
+    [result] = tool_messages(fake_openai.requests[-1])
+    assert result["tool_call_id"] == approval["tool_call"]["id"]
+    assert json.loads(result["content"]) == {"refunded": 1042, "amount": 30.5}
+    again = decide(shop, conversation, approval["id"], "approve")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "APPROVAL_RESOLVED"
+    assert decide(shop, conversation, approval["id"], "deny").json()["error"]["code"] == "APPROVAL_RESOLVED"
+    assert shop.shop.refunds == [shown] and fake_openai.calls == 2
+    assert approvals_of(shop, conversation) == []
+    stored = shop.history("shop", conversation_id=conversation).json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
+    assert stored[1]["status"] == "complete"
+
+
+def test_denying_gives_the_model_a_denied_result_with_the_reason(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND)
+    fake_openai.script(Reply(content="Understood, no refund."))
+    resumed = decide(shop, answer["conversation_id"], answer["approvals"][0]["id"], "deny",
+                     reason="over the limit")
+    assert resumed.status_code == 200 and resumed.json()["content"] == "Understood, no refund."
+    [result] = tool_messages(fake_openai.requests[-1])
+    assert result["content"] == "denied: over the limit"
+    assert shop.shop.refunds == []
+    stored = shop.history("shop", conversation_id=answer["conversation_id"]).json()["messages"]
+    assert stored[2]["role"] == "tool" and stored[2]["is_error"] is True
+    assert stored[2]["content"] == "denied: over the limit"
+
+
+def test_the_other_calls_of_the_step_run_at_once(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND, ("lookup_order", {"order_id": 7}))
+    assert shop.shop.lookups == [7] and shop.shop.refunds == []
+    conversation = answer["conversation_id"]
+    stored = shop.history("shop", conversation_id=conversation).json()["messages"]
+    assert [(m["role"], m.get("tool_call_id")) for m in stored] == [
+        ("user", None), ("assistant", None), ("tool", "call_2")]
+    fake_openai.script(Reply(content="Done"))
+    assert decide(shop, conversation, answer["approvals"][0]["id"]).status_code == 200
+    results = tool_messages(fake_openai.requests[-1])
+    assert sorted(r["tool_call_id"] for r in results) == ["call_1", "call_2"]  # each call answered once
+    assert shop.shop.lookups == [7] and len(shop.shop.refunds) == 1
+
+
+def test_two_gated_calls_answer_202_until_both_are_decided(shop, fake_openai):
+    second = ("refund_order", {"order_id": 2001, "amount": 12})
+    answer = pause(shop, fake_openai, REFUND, second)
+    conversation = answer["conversation_id"]
+    first_id, second_id = [a["id"] for a in answer["approvals"]]
+    assert [a["message"] for a in answer["approvals"]] == ["Refund order 1042?", "Refund order 2001?"]
+    waiting = decide(shop, conversation, second_id, "deny", reason="not this one")
+    assert waiting.status_code == 202 and waiting.json() == {"pending": [first_id]}
+    assert fake_openai.calls == 1 and [a["id"] for a in approvals_of(shop, conversation)] == [first_id]
+    fake_openai.script(Reply(content="One refunded, one not."))
+    resumed = decide(shop, conversation, first_id, "approve")
+    assert resumed.status_code == 200 and resumed.json()["content"] == "One refunded, one not."
+    assert shop.shop.refunds == [{"order_id": 1042, "amount": 30.5}]
+    results = {r["tool_call_id"]: r["content"] for r in tool_messages(fake_openai.requests[-1])}
+    assert results["call_2"] == "denied: not this one" and json.loads(results["call_1"])["refunded"] == 1042
+
+
+def test_a_streamed_decision_resumes_as_a_numbered_run(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND)
+    fake_openai.script(Reply(content="Refund sent"))
+    response = decide(shop, answer["conversation_id"], answer["approvals"][0]["id"], stream=True)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    ids = [line[4:] for line in response.text.split("\n") if line.startswith("id: ")]
+    events = sse_events(response)
+    assert events[0]["type"] == "start" and events[0]["run_id"].startswith("run_")
+    assert ids == [f"{events[0]['run_id']}:{n}" for n in range(1, len(events) + 1)]
+    assert [e for e in events if e["type"] == "tool_result"][0]["name"] == "refund_order"
+    assert events[-1]["type"] == "done" and events[-1]["message"]["content"] == "Refund sent"
+    assert len(shop.shop.refunds) == 1
+
+
+def test_a_new_message_while_an_approval_is_pending_is_refused_and_not_stored(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND)
+    conversation = answer["conversation_id"]
+    before = shop.history("shop", conversation_id=conversation).json()["messages"]
+    refused = shop.chat("shop", "Hello?", conversation_id=conversation)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "APPROVAL_PENDING"
+    streamed = shop.chat("shop", "Hello?", conversation_id=conversation, stream=True)
+    assert streamed.status_code == 409 and streamed.json()["error"]["code"] == "APPROVAL_PENDING"
+    assert shop.history("shop", conversation_id=conversation).json()["messages"] == before
+    assert fake_openai.calls == 1
+    # The approval is still there to decide, and the conversation goes on afterwards.
+    fake_openai.script(Reply(content="Refunded"))
+    assert decide(shop, conversation, answer["approvals"][0]["id"]).status_code == 200
+    assert shop.chat("shop", "Thanks", conversation_id=conversation).status_code == 200
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "decision"), ({"decision": "maybe"}, "decision"), ({"decision": "approve", "reason": 3}, "reason"),
+    ({"decision": "deny", "reason": "x" * 1001}, "reason"), ({"decision": "approve", "stream": "yes"}, "stream")])
+def test_bad_decision_bodies_are_400_and_decide_nothing(shop, fake_openai, body, field):
+    answer = pause(shop, fake_openai, REFUND)
+    conversation, approval_id = answer["conversation_id"], answer["approvals"][0]["id"]
+    response = shop.client.post(f"/api/conversations/{conversation}/approvals/{approval_id}", json=body)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_REQUEST"
+    assert response.json()["error"]["message"].startswith(field)
+    assert [a["id"] for a in approvals_of(shop, conversation)] == [approval_id]
+
+
+def test_unknown_approvals_and_conversations_are_404(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND)
+    conversation = answer["conversation_id"]
+    unknown = decide(shop, conversation, "apr_nope")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "NOT_FOUND"
+    elsewhere = decide(shop, "conv_nope", answer["approvals"][0]["id"])
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "NOT_FOUND"
+    listed = shop.client.get("/api/conversations/conv_nope/approvals")
+    assert listed.status_code == 404
+    assert shop.shop.refunds == [] and len(approvals_of(shop, conversation)) == 1
