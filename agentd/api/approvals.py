@@ -14,7 +14,7 @@ import logging
 from flask import Blueprint, current_app, g, jsonify, request
 
 from agentd.api.validation import json_body
-from agentd.errors import ApprovalExpired, ApprovalResolved, InvalidRequest
+from agentd.errors import ApprovalExpired, InvalidRequest
 from agentd.store import approvals as store
 from agentd.store import conversations as conversations_store
 
@@ -45,27 +45,28 @@ def parse_decision(body: dict) -> tuple[bool, str | None, bool]:
     return decision == "approve", (reason or "").strip() or None, bool(stream)
 
 
-def record(row, approve: bool, reason: str | None) -> list[str]:
-    """Record the decision; the ids of the step's approvals still waiting.
+def settle(row, approve: bool, reason: str | None, stream: bool, channel: str):
+    """Record the decision; (ids of the step's approvals still waiting, the resuming Turn).
 
-    An expired approval denies its call: when that completes its step, the step
-    resumes in the background (nobody asked to watch it), and the 409 is raised.
+    One transaction: the decision, and when it completes its step, the turn lock
+    for the run resuming it and the step's approvals marked used. When that run
+    cannot start (409 CONVERSATION_BUSY) the decision is undone with it, so an
+    approval is never used by a run that did not start, nor left decided with no
+    run to come. An expired approval denies its call (409 APPROVAL_EXPIRED): when
+    that completes its step, the step resumes in the background.
     """
     try:
-        store.decide(row, approve, reason)
+        with _state().db.atomic():
+            store.lock_conversation(row.conversation_id)
+            store.decide(row, approve, reason)
+            waiting = store.undecided_in_step(row.step_id)
+            turn = None if waiting else _state().chat.resume_turn(row, g.principal, stream, channel)
     except ApprovalExpired:
+        store.expire_step(row.step_id)
         if store.step_decided(row.step_id):
             resume_unwatched(row)
         raise
-    return store.undecided_in_step(row.step_id)
-
-
-def resume(row, stream: bool, channel: str):
-    """The run resuming the step of `row` (a Turn), or None when another request resumed it."""
-    try:
-        return _state().chat.resume_turn(row, g.principal, stream, channel)
-    except ApprovalResolved:
-        return None  # a concurrent decision of the same step won the race and resumed it
+    return waiting, turn
 
 
 def resume_unwatched(row) -> None:
@@ -83,8 +84,7 @@ def decide(conversation_id: str, approval_id: str, filter_event=None, channel: s
     from agentd.api.chat import answer_turn
     approve, reason, stream = parse_decision(json_body(request))
     row = store.find(approval_id, conversation_id, g.principal.user_id, g.principal.agents)
-    waiting = record(row, approve, reason)
-    turn = None if waiting else resume(row, stream, channel)
+    waiting, turn = settle(row, approve, reason, stream, channel)
     if turn is None:
         return jsonify({"pending": waiting}), 202
     return answer_turn(turn, filter_event)
@@ -117,8 +117,7 @@ def ws_decision(ws, agent_id: str, body: dict, channel: str, filter_event=None):
         if not isinstance(approval_id, str):
             raise InvalidRequest("approval_id: required, a string")
         row = store.find_for_user(approval_id, g.principal.user_id, agent_id)
-        waiting = record(row, approve, reason)
-        turn = None if waiting else resume(row, True, channel)
+        waiting, turn = settle(row, approve, reason, True, channel)
     except ApiError as exc:
         ws.send(error_frame(exc.code, exc.message))
         return None

@@ -5,7 +5,8 @@ holding the `tool_calls`), in one conversation of one user. Each change of
 state is a conditional UPDATE, so two deciders, or a decider and a new chat
 message, can never both win:
 
-- `decide`: pending -> approved | denied, only while unexpired;
+- `decide`: pending -> approved | denied, only while unexpired (inside a
+  transaction that first takes the conversation's row, `lock_conversation`);
 - `expire_step`: pending -> expired, only once expired;
 - `begin_resume`: the step's decided approvals are marked used in the same
   transaction that takes the turn lock for the run resuming the step, so an
@@ -22,7 +23,7 @@ import secrets
 import peewee as pw
 
 from agentd.errors import ApprovalExpired, ApprovalPending, ApprovalResolved, NotFound
-from agentd.store.models import Approval, Message, db, utcnow
+from agentd.store.models import Approval, Conversation, Message, db, utcnow
 
 DEFAULT_TTL = 86400
 EXPIRED_TEXT = "denied: the approval expired"
@@ -89,12 +90,17 @@ def decide(row: Approval, approve: bool, reason: str | None) -> None:
     if changed:
         return
     current = Approval.get_by_id(row.id)
-    if current.status == "pending" and current.used_at is None:
-        expire_step(current.step_id)
-        raise ApprovalExpired("This approval has expired; the call is denied")
-    if current.status == "expired":
+    if current.status in ("pending", "expired") and current.used_at is None:
+        # The caller marks it expired (`expire_step`) outside its rolled-back transaction.
         raise ApprovalExpired("This approval has expired; the call is denied")
     raise ApprovalResolved(f"This approval was already decided ({current.status})")
+
+
+def lock_conversation(conversation_id: str) -> None:
+    """Serialise the deciders of one conversation (and its new messages) for this transaction:
+    the UPDATE holds the conversation's row lock on PostgreSQL (SQLite's write lock already
+    serialises), so two last decisions of one step cannot both see the other still pending."""
+    Conversation.update(updated_at=utcnow()).where(Conversation.id == conversation_id).execute()
 
 
 def expire_step(step_id: int) -> int:
