@@ -51,7 +51,8 @@ TOKEN_SALT = "agentd.widget.session.v1"
 TOKEN_TTL = 3600
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CHAT_PATH = re.compile(r"^/api/agents/([^/]+)/chat$")
-RUN_PATH = re.compile(r"^/api/conversations/([^/]+)/(stream|cancel)$")  # re-attach after a reload, stop
+# Re-attach after a reload, stop, and the visitor's own tool approvals.
+RUN_PATH = re.compile(r"^/api/conversations/([^/]+)/(stream|cancel|approvals)(?:/([^/]+))?$")
 # What a visitor may send: the rest (system_prompt, provider, context, images…) is the site owner's.
 VISITOR_FIELDS = ("message", "conversation_id", "stream", "mood", "auto_title")
 SAFE_EVENTS = frozenset({"start", "delta", "status", "done", "error"})
@@ -226,6 +227,8 @@ def event_filter(agent):
         allowed.add("reasoning")
 
     def keep(event: Event) -> Event | None:
+        if event.type == "approval_required":
+            return Event("approval_required", {"approval": visitor_approval(event.data.get("approval") or {})})
         if event.type == "status" and event.data.get("tool") and "tool_call" not in allowed:
             return None  # a tool's own progress lines quote its arguments (the query, the host)
         if event.type == "tool_call" and "tool_call" not in allowed:
@@ -235,14 +238,23 @@ def event_filter(agent):
         if event.type not in allowed:
             return None
         if event.type == "done" and isinstance(event.data.get("message"), dict):
-            return Event("done", {**event.data, "message": _safe_message(agent, event.data["message"])},
-                         event.payload)
+            data = _safe_message(agent, {**event.data, "message": _safe_message(agent, event.data["message"])})
+            return Event("done", data, event.payload)
         return event
     return keep
 
 
+def visitor_approval(approval: dict) -> dict:
+    """What a visitor sees of a held call: the question and the tool's name, never its arguments."""
+    function = (approval.get("tool_call") or {}).get("function") or {}
+    return {"id": approval.get("id"), "tool": function.get("name"), "message": approval.get("message"),
+            "expires_at": approval.get("expires_at")}
+
+
 def _safe_message(agent, message: dict) -> dict:
     clean = dict(message)
+    if isinstance(clean.get("approvals"), list):
+        clean["approvals"] = [visitor_approval(a) for a in clean["approvals"]]
     if not agent.widget.get("show_tools"):
         clean.pop("tool_calls", None)
     if not agent.widget.get("show_reasoning"):
@@ -291,18 +303,31 @@ def _widget_routes():
     if match and request.method == "GET":
         return _widget_history(match.group(1))
     run = RUN_PATH.match(request.path)
-    if run and (run.group(2), request.method) in (("stream", "GET"), ("cancel", "POST")):
-        return _widget_run(run.group(1), run.group(2))
+    if run and (run.group(2), request.method, bool(run.group(3))) in RUN_ROUTES:
+        return _widget_run(run.group(1), run.group(2), run.group(3))
     raise Forbidden("A widget session can only chat")
 
 
-def _widget_run(conversation_id: str, action: str):
-    """Attach to (with the widget's event filter) or cancel the visitor's own running turn."""
-    from agentd.api import conversations
+RUN_ROUTES = {("stream", "GET", False), ("cancel", "POST", False), ("approvals", "GET", False),
+              ("approvals", "POST", True)}
+
+
+def _widget_run(conversation_id: str, action: str, approval_id: str | None = None):
+    """The visitor's own run: attach (with the widget's event filter), cancel, or its held
+    tool calls: list them and decide one (resuming with the widget's event filter)."""
+    from agentd.api import approvals, conversations
     if action == "cancel":
         return conversations.cancel(conversation_id)
     agent = _state().chat.agent(g.principal.agents[0], g.principal)
-    return conversations.attach(conversation_id, event_filter(agent))
+    if action == "stream":
+        return conversations.attach(conversation_id, event_filter(agent))
+    if approval_id is None:
+        return approvals.pending(conversation_id, lambda row: visitor_approval(approvals.store.public(row)))
+    response = approvals.decide(conversation_id, approval_id, event_filter(agent), "widget")
+    if isinstance(response, tuple) or response.mimetype != "application/json":
+        return response  # 202 with the ids still pending, or the resumed run's stream
+    response.set_data(current_app.json.dumps(_safe_message(agent, response.get_json())))
+    return response
 
 
 # ------------------------------------------------------- script and demo

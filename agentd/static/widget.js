@@ -20,7 +20,8 @@
     retry: 'Retry', input: 'Type your message…', title: 'Chat', thinking: 'Thinking…',
     tool: 'Using {name}…', error: 'Something went wrong.', forbidden: 'This chat is not available on this site.',
     ratelimited: 'Too many messages. Please wait a moment.', network: 'The connection was lost.',
-    you: 'You', assistant: 'Assistant'
+    you: 'You', assistant: 'Assistant', approve: 'Approve', deny: 'Deny', approved: 'Approved',
+    denied: 'Denied', approval: 'Needs your approval'
   };
 
   function isWidgetTag(s) {
@@ -318,6 +319,11 @@
     '.error{align-self:stretch;display:flex;align-items:center;gap:8px;color:#b42318;background:#fef3f2;',
     'border:1px solid #fecdca;border-radius:8px;padding:8px 10px;font-size:13px}',
     '.error span{flex:1}',
+    '.approval{align-self:stretch;border:1px solid #d0d7de;border-left:4px solid var(--accent);border-radius:8px;',
+    'background:#fff;padding:8px 10px;display:flex;flex-direction:column;gap:6px}',
+    '.approval-tool{font-size:12px;color:#57606a}.approval-text{margin:0;white-space:pre-wrap;overflow-wrap:anywhere}',
+    '.approval-actions{display:flex;gap:8px}.approval-actions .btn{color:var(--accent)}',
+    '.approval-state{font-size:12px;font-weight:600;color:#57606a}',
     '.btn{padding:4px 10px;border-radius:6px;border:1px solid currentColor;font-size:13px;color:inherit;background:#fff}',
     '.starters{display:flex;flex-wrap:wrap;gap:6px;padding:0 14px 8px;background:#fafafa}',
     '.starters[hidden]{display:none}',
@@ -573,6 +579,7 @@
         }
       });
       if (!shown) this.starters.hidden = !this.cfg.starters.length;
+      await this.loadApprovals();
       this.attach();   // an answer still running (a reload mid-stream) continues here
     } catch (e) {
       this.started = false;
@@ -629,7 +636,7 @@
 
   /** Read one run's stream (`open(signal)` makes the request) into an answer bubble. */
   Widget.prototype.follow = async function (open, retry, onStart) {
-    var self = this, ctrl = new AbortController(), bubble = null, acc = '', frame = 0, ended = null;
+    var self = this, ctrl = new AbortController(), bubble = null, acc = '', frame = 0, ended = null, held = [];
     this.clearError();
     this.setBusy(true);
     this.setStatus(this.L.thinking);
@@ -659,6 +666,8 @@
         acc += ev.content;
         self.setStatus('');
         if (!frame) frame = requestAnimationFrame(paint);
+      } else if (ev.type === 'approval_required' && ev.approval) {
+        held.push(ev.approval);
       } else if (ev.type === 'done') {
         var c = ev.message && ev.message.content;
         if (typeof c === 'string') acc = c;
@@ -670,7 +679,7 @@
     }
     try {
       var res = await open(ctrl.signal);
-      if (res.status === 204) ended = { ok: true };   // attach: nothing runs
+      if (res.status === 204 || res.status === 202) ended = { ok: true };   // nothing runs (yet)
       else if (!res.ok) throw await apiError(res);
       else await readSSE(res, onEvent);
       if (!ended) ended = new ApiError(0, 'NETWORK');
@@ -682,9 +691,57 @@
     }
     if (frame) { cancelAnimationFrame(frame); frame = 0; }
     if (acc) paint();
+    if (held.length) this.showApprovals(held);
     if (ended.ok) return;
     if (ended.code === 'CONVERSATION_NOT_FOUND') this.setConversation(null);
     this.showError(ended, retry && function () { retry(bubble); });
+  };
+
+  /* --------------------------------------------------------------- approvals */
+
+  /** The conversation's tool calls waiting for the visitor (after a reload). */
+  Widget.prototype.loadApprovals = async function () {
+    var res = await this.client.request('GET', '/api/conversations/' + encodeURIComponent(this.convId) + '/approvals');
+    if (!res.ok) return;
+    var data = await res.json();
+    this.showApprovals(data.approvals || []);
+  };
+
+  /** A card per held call: its question and the tool's name as text, Approve / Deny. */
+  Widget.prototype.showApprovals = function (list) {
+    var self = this, L = this.L;
+    list.forEach(function (a) {
+      if (!a || typeof a.id !== 'string' || self.log.querySelector('[data-approval="' + CSS.escape(a.id) + '"]')) return;
+      var card = el('div', 'approval');
+      card.dataset.approval = a.id;
+      card.setAttribute('role', 'group');
+      card.setAttribute('aria-label', L.approval);
+      if (typeof a.tool === 'string') card.appendChild(el('span', 'approval-tool', a.tool.replace(/_/g, ' ')));
+      card.appendChild(el('p', 'approval-text', typeof a.message === 'string' ? a.message : L.approval));
+      var actions = el('div', 'approval-actions');
+      [['approve', L.approve], ['deny', L.deny]].forEach(function (pair) {
+        var b = el('button', 'btn', pair[1]);
+        b.type = 'button';
+        b.dataset.decision = pair[0];
+        b.addEventListener('click', function () { self.decide(card, a.id, pair[0]); });
+        actions.appendChild(b);
+      });
+      card.appendChild(actions);
+      self.log.appendChild(card);
+    });
+    this.scroll();
+  };
+
+  /** Send the visitor's decision; the last one of a step resumes the answer, streamed here. */
+  Widget.prototype.decide = function (card, id, decision) {
+    var self = this, conv = this.convId;
+    if (this.busy || !conv) return;
+    card.querySelector('.approval-actions').remove();
+    card.appendChild(el('span', 'approval-state', decision === 'approve' ? this.L.approved : this.L.denied));
+    return this.follow(function (signal) {
+      return self.client.request('POST', '/api/conversations/' + encodeURIComponent(conv) + '/approvals/' +
+        encodeURIComponent(id), { decision: decision, stream: true }, signal);
+    });
   };
 
   /** A new conversation: forget the id here; the old one stays on the server. */
