@@ -6,7 +6,9 @@ exchange. A connection dropped mid-answer is picked up again: the run goes on
 on the server, and the client re-attaches (`GET /api/conversations/{id}/stream`
 with the last event id it saw) and prints the rest. Ctrl-C during an answer
 cancels the run (the server keeps the partial answer) and returns to the
-prompt; Ctrl-C or end of input at the prompt quits.
+prompt; Ctrl-C or end of input at the prompt quits. A tool call that needs a
+person's approval is asked about (y/N, or a reason to deny it); the decision
+resumes the answer, which is printed as it streams.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class _Stream:
         self.conversation_id: str | None = None
         self.ended = False
         self.reattached = None  # the response of the last re-attach, closed when done
+        self.approvals: list[dict] = []  # calls the run paused on, to ask about
 
     def events(self, response: httpx.Response):
         for sse in EventSource(response).iter_sse():
@@ -42,6 +45,8 @@ class _Stream:
             self.last_id = sse.id or self.last_id
             if event["type"] == "start":
                 self.conversation_id = event["conversation_id"]
+            elif event["type"] == "approval_required":
+                self.approvals.append(event["approval"])
             self.ended = event["type"] in ("done", "error")
             yield event
 
@@ -67,6 +72,8 @@ def _show(event: dict, out) -> None:
         out.write(f"\n  … {printable(event['message'])}\n")
     elif kind == "tool_call":
         out.write(f"\n  [tool {printable(event['tool_call']['function']['name'])}]\n")
+    elif kind == "approval_required":
+        out.write(f"\n  [waiting for approval: {printable(event['approval']['tool_call']['function']['name'])}]")
     elif kind == "error":
         out.write(f"\n[error {printable(event['error']['code'])}] {printable(event['error']['message'])}")
     out.flush()
@@ -80,7 +87,8 @@ def _refused(response: httpx.Response, out) -> None:
     out.write(f"[{response.status_code} {printable(error.get('code'))}] {printable(error.get('message'))}\n")
 
 
-def _turn(client: httpx.Client, base: str, agent: str, headers: dict, body: dict, out) -> str | None:
+def _turn(client: httpx.Client, base: str, agent: str, headers: dict, body: dict, out,
+          stdin=None) -> str | None:
     """Send one message and print the streamed answer; returns the conversation id."""
     stream = _Stream()
     stream.conversation_id = body.get("conversation_id")
@@ -90,10 +98,33 @@ def _turn(client: httpx.Client, base: str, agent: str, headers: dict, body: dict
                 _refused(response, out)
                 return stream.conversation_id
             _follow(client, base, headers, stream, response, out)
+        _decide_all(client, base, agent, headers, stream, stdin or sys.stdin, out)
     except KeyboardInterrupt:
         _cancel(client, base, headers, stream, out)
     out.write("\n")
     return stream.conversation_id
+
+
+def _decide_all(client, base, agent, headers, stream: _Stream, stdin, out) -> None:
+    """Ask about each call the run paused on; the step's last decision resumes the answer here
+    (which may pause again)."""
+    while stream.approvals:
+        approvals, stream.approvals = stream.approvals, []
+        for approval in approvals:
+            line = _prompt(stdin, out, f"\n  approve? {printable(approval['message'])} [y/N, or a reason to deny] ")
+            answer = (line or "").strip()
+            body = {"decision": "approve" if answer.lower() in ("y", "yes") else "deny", "stream": True}
+            if body["decision"] == "deny" and answer.lower() not in ("", "n", "no"):
+                body["reason"] = answer
+            path = f"{base}/api/conversations/{stream.conversation_id}/approvals/{approval['id']}"
+            with client.stream("POST", path, json=body, headers=headers) as response:
+                if response.status_code == 202:
+                    continue  # other calls of the step still wait for an answer
+                if response.status_code != 200:
+                    _refused(response, out)
+                    return
+                out.write(f"{agent}> ")
+                _follow(client, base, headers, stream, response, out)
 
 
 def _follow(client, base, headers, stream: _Stream, response, out) -> None:
@@ -187,7 +218,7 @@ def chat_loop(agent: str, url: str | None, key: str | None, stdin=None, out=None
                 body["conversation_id"] = conversation_id
             out.write(f"{agent}> ")
             try:
-                conversation_id = _turn(client, base, agent, headers, body, out)
+                conversation_id = _turn(client, base, agent, headers, body, out, stdin)
             except httpx.TransportError as exc:
                 out.write(f"\n[cannot reach {base}: {exc.__class__.__name__}]\n")
                 return 1
