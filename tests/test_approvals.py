@@ -181,3 +181,37 @@ def test_unknown_approvals_and_conversations_are_404(shop, fake_openai):
     listed = shop.client.get("/api/conversations/conv_nope/approvals")
     assert listed.status_code == 404
     assert shop.shop.refunds == [] and len(approvals_of(shop, conversation)) == 1
+
+
+def test_approval_responses_match_the_openapi_description(shop, fake_openai):
+    from tests.test_openapi import conforms
+    listing, deciding = "/api/conversations/{conversation_id}/approvals", \
+        "/api/conversations/{conversation_id}/approvals/{approval_id}"
+    fake_openai.script(Reply(tool_calls=[REFUND, ("refund_order", {"order_id": 2, "amount": 1})]))
+    paused = shop.chat("shop", "Refund two")
+    conforms(paused, "/api/agents/{agent_id}/chat", "POST")
+    conversation = paused.json()["conversation_id"]
+    first, second = [a["id"] for a in paused.json()["approvals"]]
+    conforms(shop.client.get(f"/api/conversations/{conversation}/approvals"), listing, "GET")
+    conforms(shop.client.get("/api/conversations/conv_nope/approvals"), listing, "GET")
+    conforms(shop.chat("shop", "again", conversation_id=conversation), "/api/agents/{agent_id}/chat", "POST")
+    conforms(decide(shop, conversation, first, "deny"), deciding, "POST")
+    conforms(decide(shop, conversation, first, "deny"), deciding, "POST")
+    conforms(decide(shop, conversation, "apr_nope"), deciding, "POST")
+    conforms(shop.client.post(f"/api/conversations/{conversation}/approvals/{second}", json=[]), deciding, "POST")
+    fake_openai.script(Reply(content="ok"))
+    conforms(decide(shop, conversation, second, stream=True), deciding, "POST")
+    fake_openai.script(Reply(tool_calls=[REFUND]))
+    conforms(shop.chat("shop", "once more", conversation_id=conversation, stream=True),
+             "/api/agents/{agent_id}/chat", "POST")
+
+
+@pytest.mark.parametrize("approval_id, body", [
+    ("apr_%00", {"decision": "approve"}), ("a" * 5000, {"decision": "deny", "reason": "\x00"}),
+    ("apr_x", {"decision": ["approve"]}), ("apr_x", {"decision": "approve", "reason": None, "stream": None}),
+])
+def test_generated_odd_inputs_are_4xx(shop, fake_openai, approval_id, body):
+    answer = pause(shop, fake_openai, REFUND)
+    response = shop.client.post(f"/api/conversations/{answer['conversation_id']}/approvals/{approval_id}",
+                                json=body)
+    assert 400 <= response.status_code < 500, response.text
