@@ -60,8 +60,15 @@ def m070_approvals(database) -> None:
     database.execute_sql("CREATE INDEX IF NOT EXISTS approval_step ON approval (step_id)")
 
 
+def m071_longer_message_status(database) -> None:
+    """Room for the status `awaiting_approval` (17 characters) in message rows."""
+    if isinstance(database, pw.PostgresqlDatabase):  # SQLite does not enforce a VARCHAR length
+        database.execute_sql("ALTER TABLE message ALTER COLUMN status TYPE VARCHAR(32)")
+
+
 MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry), (4, m004_settings),
-              (10, m010_agent_usage), (30, m030_runs), (70, m070_approvals)]
+              (10, m010_agent_usage), (30, m030_runs), (70, m070_approvals),
+              (71, m071_longer_message_status)]
 
 
 def _serialise(database) -> None:

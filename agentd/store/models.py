@@ -77,7 +77,7 @@ class Message(BaseModel):
     metadata = JSONField(null=True)
     images = JSONField(null=True)
     reasoning = TextField(null=True)
-    status = CharField(max_length=16, default="complete")
+    status = CharField(max_length=32, default="complete")  # 32: `awaiting_approval` (migration 71)
     provider = CharField(max_length=64, null=True)
     model = CharField(max_length=255, null=True)
     prompt_tokens = pw.IntegerField(null=True)
