@@ -36,21 +36,6 @@ def register_tools(register):
     register(lookup_order)
 '''
 
-# A policy plugin: refunds above 100 need a person, smaller ones do not.
-LARGE_REFUNDS_ONLY = '''
-from agentd import hookimpl
-
-asked = []
-
-
-@hookimpl
-def needs_approval(tool, arguments, context):
-    if tool.name != "refund_order":
-        return None
-    asked.append((arguments["amount"], context.conversation_id))
-    return arguments["amount"] > 100
-'''
-
 GATED_TOOLS = [{"refund_order": {"requires_approval": True,
                                  "approval_message": "Refund order {{ args.order_id }}?"}},
                "lookup_order"]

@@ -8,13 +8,28 @@ import time
 import pytest
 
 from agentd.auth import create_key
-from tests.approval_support import (LARGE_REFUNDS_ONLY, SHOP_PLUGIN, approvals_of, decide, plugin,
-                                    plugin_folder, shop_agent, tool_messages)
+from tests.approval_support import (SHOP_PLUGIN, approvals_of, decide, plugin, plugin_folder, shop_agent,
+                                    tool_messages)
 from tests.conftest import Reply
 from tests.support import wait_for
 from tests.test_websocket import Socket
 
 REFUND = ("refund_order", {"order_id": 1042, "amount": 30.5})
+
+# A policy plugin: refunds above 100 need a person, smaller ones do not.
+LARGE_REFUNDS_ONLY = '''
+from agentd import hookimpl
+
+asked = []
+
+
+@hookimpl
+def needs_approval(tool, arguments, context):
+    if tool.name != "refund_order":
+        return None
+    asked.append((arguments["amount"], context.conversation_id))
+    return arguments["amount"] > 100
+'''
 
 
 def shop_server(agentd_server, fake, tmp_path, tools=None, **extra):
@@ -216,3 +231,21 @@ def test_approval_keys_never_reach_a_tools_own_configuration(tmp_path, fake_open
     agent = load_agent(path, load_plugins([], entry_points=False))
     bound = agent.tools["web_fetch"]
     assert bound.requires_approval is True and bound.config == {"max_chars": 500}
+
+
+BROKEN_POLICY = '''
+from agentd import hookimpl
+
+
+@hookimpl
+def needs_approval(tool, arguments, context):
+    raise RuntimeError("the policy service is down")
+'''
+
+
+def test_a_failing_policy_holds_the_call(agentd_server, fake_openai, tmp_path):
+    folder = plugin_folder(tmp_path, shop=SHOP_PLUGIN, broken=BROKEN_POLICY)
+    server = agentd_server({"shop": shop_agent(fake_openai, tools=["lookup_order"])}, plugins_dir=str(folder))
+    held = paused(server, fake_openai, ("lookup_order", {"order_id": 4}))
+    assert held["approvals"][0]["message"] == "Run lookup_order?"
+    assert plugin(server, folder, "shop").lookups == []
