@@ -215,3 +215,40 @@ def test_generated_odd_inputs_are_4xx(shop, fake_openai, approval_id, body):
     response = shop.client.post(f"/api/conversations/{answer['conversation_id']}/approvals/{approval_id}",
                                 json=body)
     assert 400 <= response.status_code < 500, response.text
+
+
+def test_a_pause_after_a_first_tool_round_and_a_resumed_run_that_pauses_again(shop, fake_openai):
+    fake_openai.script(Reply(tool_calls=[("lookup_order", {"order_id": 1042})]), Reply(tool_calls=[REFUND]))
+    answer = shop.chat("shop", "Refund it if it shipped")
+    assert answer.json()["status"] == "awaiting_approval" and shop.shop.lookups == [1042]
+    conversation = answer.json()["conversation_id"]
+    again = ("refund_order", {"order_id": 1042, "amount": 5})
+    fake_openai.script(Reply(tool_calls=[again]))
+    resumed = decide(shop, conversation, answer.json()["approvals"][0]["id"], stream=True)
+    events = sse_events(resumed)
+    assert [e["type"] for e in events][-2:] == ["approval_required", "done"]
+    assert events[-1]["message"]["status"] == "awaiting_approval"
+    assert shop.shop.refunds == [REFUND[1]]
+    fake_openai.script(Reply(content="Both refunds done"))
+    final = decide(shop, conversation, events[-2]["approval"]["id"])
+    assert final.json()["content"] == "Both refunds done"
+    assert shop.shop.refunds == [REFUND[1], again[1]]
+    stored = shop.history("shop", conversation_id=conversation).json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant", "tool", "assistant", "tool",
+                                          "assistant"]
+    assert all(m.get("status") in (None, "complete") for m in stored)
+    # What the model saw last: each step's calls answered by their real results, in order.
+    sent = fake_openai.requests[-1]["messages"]
+    assert [m["role"] for m in sent if m["role"] != "system"] == [m["role"] for m in stored][:-1]
+    assert [json.loads(m["content"]).get("amount") for m in sent if m["role"] == "tool"][1:] == [30.5, 5]
+
+
+def test_clearing_the_history_drops_its_pending_approvals(shop, fake_openai):
+    answer = pause(shop, fake_openai, REFUND)
+    conversation = answer["conversation_id"]
+    assert shop.client.delete("/api/agents/shop/chat", params={"conversation_id": conversation}).status_code == 200
+    assert approvals_of(shop, conversation) == []
+    fake_openai.script(Reply(content="Fresh start"))
+    assert shop.chat("shop", "Hello again", conversation_id=conversation).json()["content"] == "Fresh start"
+    gone = decide(shop, conversation, answer["approvals"][0]["id"])
+    assert gone.status_code == 404 and shop.shop.refunds == []

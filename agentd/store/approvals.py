@@ -54,11 +54,16 @@ def create(rows: list[dict]) -> list[Approval]:
     return made
 
 
+def _step_stored(conversation_id: str):
+    """Approvals whose step is still in the history (clearing or truncating may remove it)."""
+    return Approval.step_id.in_(Message.select(Message.id).where(Message.conversation == conversation_id))
+
+
 def pending(conversation_id: str) -> list[Approval]:
     """The conversation's approvals still waiting for a decision, oldest first."""
     return list(Approval.select().where(
         (Approval.conversation == conversation_id) & Approval.used_at.is_null()
-        & (Approval.status == "pending") & (Approval.expires_at > utcnow()))
+        & (Approval.status == "pending") & (Approval.expires_at > utcnow()) & _step_stored(conversation_id))
         .order_by(Approval.created_at, Approval.id))
 
 
@@ -159,6 +164,8 @@ def settle_expired(conversation_id: str) -> None:
     run), stored right after the step's other results, so the history stays valid.
     """
     now = utcnow()
+    # A step the history no longer holds (cleared, truncated) has nothing left to answer.
+    Approval.delete().where((Approval.conversation == conversation_id) & ~_step_stored(conversation_id)).execute()
     open_rows = list(Approval.select().where((Approval.conversation == conversation_id)
                                              & Approval.used_at.is_null()))
     if not open_rows:

@@ -248,7 +248,8 @@ class Turn:
                             hold=lambda call: approvals.needs_approval(self.service.hook, self.agent, tools, call))
 
     def start_event(self) -> Event:
-        row_id = self.recorder.open_row() if self.inp.stream else None
+        # A resumed run stores its decided calls' results first: its answer row comes after them.
+        row_id = self.recorder.open_row() if self.inp.stream and not self.resumed else None
         return Event("start", {"id": row_id, "conversation_id": self.conversation.id,
                                "user_message_id": self.conversation.user_message_id,
                                "provider": self.block["provider"], "model": self.block.get("name")})
