@@ -164,6 +164,10 @@ def settle_expired(conversation_id: str) -> None:
     run), stored right after the step's other results, so the history stays valid.
     """
     now = utcnow()
+    open_rows = list(Approval.select().where((Approval.conversation == conversation_id)
+                                             & Approval.used_at.is_null()))
+    if not open_rows:
+        return  # the usual case: one indexed read per turn, no write
     # A step the history no longer holds (cleared, truncated) has nothing left to answer.
     Approval.delete().where((Approval.conversation == conversation_id) & ~_step_stored(conversation_id)).execute()
     open_rows = list(Approval.select().where((Approval.conversation == conversation_id)
