@@ -252,3 +252,18 @@ def test_clearing_the_history_drops_its_pending_approvals(shop, fake_openai):
     assert shop.chat("shop", "Hello again", conversation_id=conversation).json()["content"] == "Fresh start"
     gone = decide(shop, conversation, answer["approvals"][0]["id"])
     assert gone.status_code == 404 and shop.shop.refunds == []
+
+
+def test_two_people_deciding_the_last_two_calls_at_once_resume_the_step_exactly_once(shop, fake_openai):
+    from concurrent.futures import ThreadPoolExecutor
+    answer = pause(shop, fake_openai, REFUND, ("refund_order", {"order_id": 2, "amount": 1}))
+    conversation = answer["conversation_id"]
+    fake_openai.script(Reply(content="Both done"))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda a: decide(shop, conversation, a["id"]), answer["approvals"]))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200, 202], [r.text for r in results]
+    waiting = next(r for r in results if r.status_code == 202).json()["pending"]
+    assert len(waiting) == 1 and waiting[0] in [a["id"] for a in answer["approvals"]]
+    assert next(r for r in results if r.status_code == 200).json()["content"] == "Both done"
+    assert len(shop.shop.refunds) == 2 and fake_openai.calls == 2

@@ -179,6 +179,7 @@ class Turn:
         self.tool_texts: list[str] = []  # this turn's tool results so far
         self.system_notes: list[str] = []  # run_tools implementations tell the model things here
         self.resumed: list | None = None  # the decided approvals of the step this run resumes
+        self._tool_map: dict = {}  # the run's tools, by name (what approvals are asked about)
 
     @property
     def conversation_id(self) -> str:
