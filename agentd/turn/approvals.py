@@ -84,7 +84,8 @@ def pending_rows(turn, tools: dict, held: list[ToolCall], step_id: int) -> list[
     return [{"id": approvals_store.new_approval_id(), "conversation": turn.conversation_id,
              "agent_id": turn.agent.id, "user_id": turn.principal.user_id, "step_id": step_id,
              "run_id": getattr(turn, "run_id", None) or turn.conversation.run_id,
-             "tool_call_id": call.id, "tool_name": call.name, "arguments": call.arguments,
+             # The id comes from the model: cut to the column, as the recorder cuts results' ids.
+             "tool_call_id": call.id[:255], "tool_name": call.name, "arguments": call.arguments,
              "message": question(turn.agent, tools, call), "status": "pending", "created_at": now,
              "expires_at": expires} for call in held]
 
