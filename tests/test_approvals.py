@@ -267,3 +267,18 @@ def test_two_people_deciding_the_last_two_calls_at_once_resume_the_step_exactly_
     assert len(waiting) == 1 and waiting[0] in [a["id"] for a in answer["approvals"]]
     assert next(r for r in results if r.status_code == 200).json()["content"] == "Both done"
     assert len(shop.shop.refunds) == 2 and fake_openai.calls == 2
+
+
+def test_calls_past_max_parallel_are_refused_not_held(agentd_server, fake_openai, tmp_path):
+    folder = plugin_folder(tmp_path, shop=SHOP_PLUGIN)
+    server = agentd_server({"shop": shop_agent(fake_openai, max_parallel_tool_calls=2)}, plugins_dir=str(folder))
+    calls = [("lookup_order", {"order_id": 1}), REFUND, ("refund_order", {"order_id": 3, "amount": 1}),
+             ("lookup_order", {"order_id": 4})]
+    fake_openai.script(Reply(tool_calls=calls))
+    answer = server.chat("shop", "Many things").json()
+    assert [a["tool_call"]["id"] for a in answer["approvals"]] == ["call_2"]
+    stored = server.history("shop", conversation_id=answer["conversation_id"]).json()["messages"]
+    results = {m["tool_call_id"]: m["content"] for m in stored if m["role"] == "tool"}
+    assert set(results) == {"call_1", "call_3", "call_4"}
+    assert "too many tool calls" in results["call_3"] and "too many tool calls" in results["call_4"]
+    assert plugin(server, folder, "shop").lookups == [1]

@@ -66,7 +66,7 @@ def question(agent, tools: dict, call: ToolCall) -> str:
         return default
     try:
         args = json.loads(call.arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         args = {}
     try:
         text = render_compiled(compile_template(template),

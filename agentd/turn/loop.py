@@ -109,9 +109,12 @@ def run_loop(request: ModelRequest, call_model: ModelCaller,
         for call in message.tool_calls:
             yield Event("tool_call", {"tool_call": call.to_dict()})
         messages.append(message)
-        held = held_calls(message.tool_calls, settings)
-        now = [call for call in message.tool_calls if all(call is not h for h in held)]
-        for event in run_tool_calls(now, tools, settings.tools, hooks):
+        # Calls past max_parallel get their error result and are never held for a person.
+        within, over = message.tool_calls[:settings.tools.max_parallel], message.tool_calls[settings.tools.max_parallel:]
+        held = held_calls(within, settings)
+        now = [call for call in within if all(call is not h for h in held)]
+        run_settings = replace(settings.tools, max_parallel=len(now))
+        for event in run_tool_calls(now + over, tools, run_settings, hooks):
             if event.type == "tool_result":
                 result = event.payload
                 messages.append(Message("tool", result.content, tool_call_id=result.tool_call_id,
