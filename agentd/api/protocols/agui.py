@@ -7,10 +7,18 @@ seeded with the client's earlier messages, under the thread's own id when it
 is a hard-to-guess one (see `client_thread`), and the events name it. The client's own `tools`,
 `state` and `context` are not used: the agent's tools run server-side and
 their calls and results are reported as `TOOL_CALL_*` events.
+
+A run that pauses for a person (tool approvals) ends with `RUN_FINISHED` whose
+`outcome` is `{"type": "interrupt", "interrupts": [{"id": "apr_…", "reason":
+"tool_approval", "message", "toolCallId", "expiresAt", "responseSchema"}]}`; the
+client resumes with a `RunAgentInput` on the same thread whose `resume` entries
+answer them: `status: "resolved"` with `payload: {"approved": true|false,
+"reason"?}` (or a bare boolean), `status: "cancelled"` to deny.
 """
 from __future__ import annotations
 
-from ag_ui.core import (RunAgentInput, RunErrorEvent, RunFinishedEvent, RunStartedEvent,
+from ag_ui.core import (Interrupt, RunAgentInput, RunErrorEvent, RunFinishedEvent, RunFinishedInterruptOutcome,
+                        RunStartedEvent,
                         TextMessageContentEvent, TextMessageEndEvent, TextMessageStartEvent,
                         TokenUsage, ToolCallArgsEvent, ToolCallEndEvent, ToolCallResultEvent,
                         ToolCallStartEvent)
@@ -55,11 +63,22 @@ class AgUi(Adapter):
     name = "agui"
     channel = "agui"
 
-    def chat_input(self) -> ChatInput:
+    def _validated(self) -> RunAgentInput:
         try:
             self.run = RunAgentInput.model_validate(self.body)
         except ValidationError as exc:
             raise InvalidRequest(validation_message(exc)) from None
+        return self.run
+
+    def decisions(self):
+        """`resume` entries answering the interrupts of a paused run, as approval decisions."""
+        run = self._validated()
+        if not run.resume:
+            return None
+        return run.thread_id, [(entry.interrupt_id, *_decision(entry)) for entry in run.resume]
+
+    def chat_input(self) -> ChatInput:
+        self._validated()
         messages = [_plain(m) for m in self.run.messages if m.role in ("user", "assistant", "tool",
                                                                        "system", "developer")]
         chat = client_chat(messages)
@@ -75,6 +94,27 @@ class AgUi(Adapter):
                 continue
             for out in projection.events(event):
                 yield encoder.encode(out)
+
+
+APPROVAL_SCHEMA = {"type": "object", "required": ["approved"],
+                   "properties": {"approved": {"type": "boolean"}, "reason": {"type": "string"}}}
+
+
+def _decision(entry) -> tuple[bool, str | None]:
+    """(approve?, reason) from a resume entry; anything but an explicit yes denies."""
+    payload = entry.payload
+    if entry.status != "resolved":
+        return False, "cancelled"
+    if isinstance(payload, dict):
+        reason = payload.get("reason")
+        return payload.get("approved") is True, reason if isinstance(reason, str) else None
+    return payload is True, None
+
+
+def _interrupt(approval: dict) -> Interrupt:
+    return Interrupt(id=approval["id"], reason="tool_approval", message=approval.get("message"),
+                     tool_call_id=approval["tool_call"]["id"], expires_at=approval.get("expires_at"),
+                     response_schema=APPROVAL_SCHEMA)
 
 
 class _Projection:
@@ -134,8 +174,11 @@ class _Projection:
         message = data["message"]
         tokens = TokenUsage(provider=message.get("provider"), model=message.get("model"),
                             input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"))
+        outcome = None
+        if data.get("approvals"):  # the run paused: the calls wait for a person's decision
+            outcome = RunFinishedInterruptOutcome(interrupts=[_interrupt(a) for a in data["approvals"]])
         return [*out, *self._close_text(),
-                RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, usage=[tokens])]
+                RunFinishedEvent(thread_id=self.thread_id, run_id=self.run_id, usage=[tokens], outcome=outcome)]
 
     def _on_error(self, data):
         error = data["error"]

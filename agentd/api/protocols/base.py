@@ -72,6 +72,11 @@ class Adapter:
     def response_headers(self, conversation_id: str) -> dict:
         return dict(self.headers)
 
+    def decisions(self):
+        """(conversation id, [(approval id, approve?, reason)]) when the body answers held tool
+        calls (agentd.api.protocols.decisions), or None for a new message."""
+        return None
+
 
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
@@ -98,6 +103,9 @@ def client_thread(thread_id, agent_id: str) -> tuple[str | None, str | None]:
 def serve(adapter: Adapter) -> Response:
     """Run (or replay) one turn for `adapter`, answering JSON or SSE."""
     state().chat.agent(adapter.agent_id, g.principal)  # 404 first, as on POST …/chat
+    answered = adapter.decisions()
+    if answered is not None:
+        return _resume(adapter, *answered)
     inp = adapter.chat_input()
     key = _idempotency_key()
     record = _claim(adapter, key) if key else None
@@ -115,6 +123,14 @@ def serve(adapter: Adapter) -> Response:
     if key:
         events = _recorded(events, g.principal.user_id, key)
     return _respond(adapter, inp, turn.conversation_id, events, {})
+
+
+def _resume(adapter: Adapter, conversation_id: str, decisions) -> Response:
+    """Decide held tool calls; the resumed run (or the step still waiting) in the protocol's frames."""
+    from agentd.api.protocols.decisions import resumed_events
+    turn, waiting = resumed_events(adapter, conversation_id, decisions)
+    events = pump_events(turn) if turn is not None else iter(waiting)
+    return _respond(adapter, ChatInput(message="", stream=True), conversation_id, events, {})
 
 
 # The two places that know how a turn is driven: as a run (agentd.turn.runs), like

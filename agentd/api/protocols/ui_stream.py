@@ -8,6 +8,12 @@ starts a conversation seeded with the client's earlier messages; `start`
 carries `messageMetadata.conversation_id` either way. Server-side tool calls
 appear as `tool-input-available` / `tool-output-available` parts.
 
+A call held for a person's approval is a `tool-approval-request` part (its
+`reason` is the question to ask), and the answer ends with `finishReason:
+"tool-calls"`. The client answers with `addToolApprovalResponse` and sends its
+messages again: the tool parts of the last assistant message in state
+`approval-responded` are the decisions, and the resumed run streams on.
+
 `GET …/ui-chat/{id}/stream` is where `useChat({resume: true})` reconnects: the
 running turn's parts from its start, then the live ones (the conversation's run,
 as `GET /api/conversations/{id}/stream` serves it); 204 when none is in progress.
@@ -49,6 +55,21 @@ class UiMessageStream(Adapter):
     channel = "ui"
     headers = STREAM_HEADER
 
+    def decisions(self):
+        """The approval responses in the last assistant message (`addToolApprovalResponse`)."""
+        messages = self.body.get("messages")
+        last = messages[-1] if isinstance(messages, list) and messages else None
+        if not isinstance(last, dict) or last.get("role") != "assistant" or not isinstance(last.get("parts"), list):
+            return None
+        answered = [p["approval"] for p in last["parts"] if isinstance(p, dict) and p.get("state") == "approval-responded"
+                    and isinstance(p.get("approval"), dict) and isinstance(p["approval"].get("id"), str)
+                    and isinstance(p["approval"].get("approved"), bool)]
+        chat_id = self.body.get("id")
+        if not answered or not isinstance(chat_id, str):
+            return None
+        reasons = [a.get("reason") if isinstance(a.get("reason"), str) else None for a in answered]
+        return chat_id, [(a["id"], a["approved"], reason) for a, reason in zip(answered, reasons)]
+
     def chat_input(self) -> ChatInput:
         messages = self.body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -86,9 +107,10 @@ class _Projection:
 
     def _on_start(self, data):
         self.base = f"msg_{data.get('id')}"
-        return [{"type": "start", "messageId": self.base,
-                 "messageMetadata": {"conversation_id": data["conversation_id"]}},
-                {"type": "start-step"}]
+        start = {"type": "start", "messageId": self.base, "messageMetadata": {"conversation_id": data["conversation_id"]}}
+        if data.get("id") is None:  # a run resuming a paused step: it goes on in the client's message
+            del start["messageId"]
+        return [start, {"type": "start-step"}]
 
     def _open_text(self):
         if self.text_id is not None:
@@ -128,13 +150,19 @@ class _Projection:
         return [{"type": "tool-output-available", "toolCallId": data["tool_call_id"], "dynamic": True,
                  "providerExecuted": True, "output": data["content"]}]
 
+    def _on_approval_required(self, data):
+        approval = data["approval"]
+        return [*self._close_text(), {"type": "tool-approval-request", "approvalId": approval["id"],
+                                      "toolCallId": approval["tool_call"]["id"], "reason": approval["message"]}]
+
     def _on_done(self, data):
         out = []
         content = data["message"].get("content")
         if content and not self.streamed:  # answered without deltas (a replay): the text in one piece
             out += [*self._open_text(), {"type": "text-delta", "id": self.text_id, "delta": content}]
+        paused = bool(data.get("approvals"))  # the calls wait for the person's approval responses
         return [*out, *self._close_text(), {"type": "finish-step"},
-                {"type": "finish", "finishReason": "stop",
+                {"type": "finish", "finishReason": "tool-calls" if paused else "stop",
                  "messageMetadata": {"usage": data.get("usage")}}]
 
     def _on_error(self, data):
