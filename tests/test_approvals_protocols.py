@@ -109,3 +109,11 @@ def test_the_ai_sdk_client_sees_an_approval_request_and_its_response_resumes(sho
     [part] = [p for p in second["message"]["parts"] if p.get("toolCallId") == "call_1"]
     assert part["state"] == "output-available" and json.loads(part["output"])["refunded"] == 1042
     assert shop.shop.refunds == [REFUND[1]]
+
+
+def test_agui_empty_messages_without_resume_is_a_400(shop):
+    response = post(shop, shop.key, run_input(THREAD), agent="shop")
+    assert response.status_code == 400 and "INVALID_REQUEST" in response.text
+    bad = run_input(THREAD)
+    bad["resume"] = [{"interruptId": "apr_x", "status": "maybe"}]
+    assert post(shop, shop.key, bad, agent="shop").status_code == 400
