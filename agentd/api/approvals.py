@@ -56,7 +56,7 @@ def settle(row, approve: bool, reason: str | None, stream: bool, channel: str):
     that completes its step, the step resumes in the background.
     """
     try:
-        with _state().db.atomic():
+        with store.transaction():
             store.lock_conversation(row.conversation_id)
             store.decide(row, approve, reason)
             waiting = store.undecided_in_step(row.step_id)

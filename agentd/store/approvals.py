@@ -46,9 +46,11 @@ def public(row: Approval) -> dict:
             "expires_at": iso(row.expires_at)}
 
 
-def create(rows: list[dict]) -> list[Approval]:
-    """Store new pending approvals (inside the caller's transaction)."""
-    made = [Approval(**row) for row in rows]
+def create(rows: list[dict], ttl: int) -> list[Approval]:
+    """Store new pending approvals, valid for `ttl` seconds (inside the caller's transaction)."""
+    now = utcnow()
+    expires = now + dt.timedelta(seconds=ttl)
+    made = [Approval(**{**row, "created_at": now, "expires_at": expires}) for row in rows]
     for row in made:
         row.save(force_insert=True)
     return made
@@ -99,6 +101,11 @@ def decide(row: Approval, approve: bool, reason: str | None) -> None:
         # The caller marks it expired (`expire_step`) outside its rolled-back transaction.
         raise ApprovalExpired("This approval has expired; the call is denied")
     raise ApprovalResolved(f"This approval was already decided ({current.status})")
+
+
+def transaction():
+    """One transaction around a decision and the start of the run it completes."""
+    return db.atomic()
 
 
 def lock_conversation(conversation_id: str) -> None:

@@ -10,13 +10,11 @@ unless the agent's author put them there.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from typing import Iterator
 
 from agentd.store import approvals as approvals_store
-from agentd.store.models import utcnow
 from agentd.tools import ToolError, validate_arguments
 from agentd.templating import compile_template, render_compiled
 from agentd.turn.toolrun import run_tool_calls
@@ -78,16 +76,13 @@ def question(agent, tools: dict, call: ToolCall) -> str:
 
 
 def pending_rows(turn, tools: dict, held: list[ToolCall], step_id: int) -> list[dict]:
-    """The approval rows for a step's held calls."""
-    now = utcnow()
-    expires = now + dt.timedelta(seconds=ttl_seconds(turn.agent))
+    """The approval rows for a step's held calls (the store stamps their times)."""
     return [{"id": approvals_store.new_approval_id(), "conversation": turn.conversation_id,
              "agent_id": turn.agent.id, "user_id": turn.principal.user_id, "step_id": step_id,
              "run_id": getattr(turn, "run_id", None) or turn.conversation.run_id,
              # The id comes from the model: cut to the column, as the recorder cuts results' ids.
              "tool_call_id": call.id[:255], "tool_name": call.name, "arguments": call.arguments,
-             "message": question(turn.agent, tools, call), "status": "pending", "created_at": now,
-             "expires_at": expires} for call in held]
+             "message": question(turn.agent, tools, call), "status": "pending"} for call in held]
 
 
 def required_event(row) -> Event:

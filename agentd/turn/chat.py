@@ -368,7 +368,8 @@ class Turn:
         rows: list = []
 
         def also(step_id: int) -> None:
-            rows.extend(approvals_store.create(approvals.pending_rows(self, self._tool_map, pause.held, step_id)))
+            rows.extend(approvals_store.create(approvals.pending_rows(self, self._tool_map, pause.held, step_id),
+                                               approvals.ttl_seconds(self.agent)))
             self._release()
         step_id = self.recorder.pause(also)
         self._released = True
