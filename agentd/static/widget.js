@@ -579,8 +579,8 @@
         }
       });
       if (!shown) this.starters.hidden = !this.cfg.starters.length;
-      await this.loadApprovals();
       this.attach();   // an answer still running (a reload mid-stream) continues here
+      this.loadApprovals().catch(function () { /* the cards come back with the next answer */ });
     } catch (e) {
       this.started = false;
       this.showError(e, function () { self.started = true; self.restore(); });
