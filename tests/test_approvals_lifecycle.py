@@ -249,3 +249,33 @@ def test_a_failing_policy_holds_the_call(agentd_server, fake_openai, tmp_path):
     held = paused(server, fake_openai, ("lookup_order", {"order_id": 4}))
     assert held["approvals"][0]["message"] == "Run lookup_order?"
     assert plugin(server, folder, "shop").lookups == []
+
+
+FLAGGED_TOOL = '''
+from agentd import Tool, hookimpl
+
+ran = []
+
+
+def wipe(target: str) -> str:
+    ran.append(target)
+    return "wiped " + target
+
+
+@hookimpl
+def register_tools(register):
+    tool = Tool(name="wipe", description="Wipe something.", func=wipe,
+                parameters={"type": "object", "properties": {"target": {"type": "string"}},
+                            "required": ["target"]})
+    tool.requires_approval = True             # as a tool source (an MCP server) flags its tools
+    tool.approval_message = "Wipe {{ args.target }}?"
+    register(tool)
+'''
+
+
+def test_a_tool_that_flags_itself_is_held_without_yaml(agentd_server, fake_openai, tmp_path):
+    folder = plugin_folder(tmp_path, flagged=FLAGGED_TOOL)
+    server = agentd_server({"shop": shop_agent(fake_openai, tools=["wipe"])}, plugins_dir=str(folder))
+    held = paused(server, fake_openai, ("wipe", {"target": "the disk"}))
+    assert held["approvals"][0]["message"] == "Wipe the disk?"
+    assert plugin(server, folder, "flagged").ran == []

@@ -30,11 +30,13 @@ def ttl_seconds(agent) -> int:
 
 
 def _flagged(agent, tool) -> tuple[bool, str | None]:
-    """(requires_approval, approval_message) from the agent's entry, else from the Tool itself."""
+    """(requires_approval, approval_message): the agent's entry for the tool, or the Tool
+    itself (a tool source such as an MCP server marked `requires_approval` flags its tools)."""
     bound = agent.tools.get(tool.name)
-    if bound is not None and bound.tool is tool:
-        return bound.requires_approval, bound.approval_message
-    return bool(getattr(tool, "requires_approval", False)), getattr(tool, "approval_message", None)
+    own = bool(getattr(tool, "requires_approval", False)), getattr(tool, "approval_message", None)
+    if bound is None or bound.tool is not tool:
+        return own
+    return bound.requires_approval or own[0], bound.approval_message or own[1]
 
 
 def needs_approval(hook, agent, tools: dict, call: ToolCall) -> bool:
