@@ -117,3 +117,21 @@ def test_agui_empty_messages_without_resume_is_a_400(shop):
     bad = run_input(THREAD)
     bad["resume"] = [{"interruptId": "apr_x", "status": "maybe"}]
     assert post(shop, shop.key, bad, agent="shop").status_code == 400
+
+
+def test_an_mcp_server_marked_requires_approval_holds_its_tools(agentd_server, fake_openai):
+    from tests.mcp_servers import time_server, unframed
+    servers = {"time": time_server(tools=["get_current_time"], timeout=20, requires_approval=True)}
+    server = agentd_server({"bot": shop_agent(fake_openai, tools=[], mcp_servers=servers)})
+    fake_openai.script(Reply(tool_calls=[("time__get_current_time", {"timezone": "UTC"})]))
+    paused = server.chat("bot", "What time is it?").json()
+    assert paused["status"] == "awaiting_approval"
+    [approval] = paused["approvals"]
+    assert approval["message"] == "Run time__get_current_time?"
+    assert fake_openai.calls == 1
+    fake_openai.script(Reply(content="It is now."))
+    resumed = server.client.post(f"/api/conversations/{paused['conversation_id']}/approvals/{approval['id']}",
+                                 json={"decision": "approve"})
+    assert resumed.status_code == 200 and resumed.json()["content"] == "It is now."
+    [result] = tool_messages(fake_openai.requests[-1])
+    assert json.loads(unframed(result["content"]))["timezone"] == "UTC"
