@@ -104,15 +104,24 @@ class Run:
 
     def drive(self, scope=contextlib.nullcontext, release=None) -> Iterator[Event]:
         """Run the turn here, publishing its events; yields them too (a non-streamed request)."""
+        terminal = None
         try:
             with scope(), contextlib.closing(self.turn.events()) as events:
                 for event in events:
                     if release is not None:
                         release()
+                    if event.type in TERMINAL:
+                        terminal = event  # told once the turn has stored its end (below)
+                        continue
                     self.publish(event)
                     yield event
                     if self.turn.cancelled:
                         break  # closing() runs the turn's finally here, inside scope()
+            # The turn's own `finally` has run: what a client reads after `done` or `error`
+            # (the history, the conversation's `running`) is already final.
+            if terminal is not None:
+                self.publish(terminal)
+                yield terminal
         finally:
             if release is not None:
                 release()
