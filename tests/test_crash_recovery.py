@@ -85,7 +85,9 @@ def test_start_up_recovery_leaves_a_live_turn_of_another_process_alone(tmp_path,
                 break
             statuses.add(other.history("bot", start["conversation_id"])[-1]["status"])
         rest = list(events)
-    assert statuses == {"streaming"}  # the other process's recovery never touched the live row
+    # The other process's recovery never touched the live row. (A client reading slowly may
+    # still be reading deltas after the run, which outlives its connection, stored the answer.)
+    assert statuses and statuses <= {"streaming", "complete"}
     assert (rest or [event])[-1]["type"] == "done"
     rows = other.history("bot", start["conversation_id"])
     assert rows[-1]["status"] == "complete" and rows[-1]["content"] == LONG_TEXT * 3

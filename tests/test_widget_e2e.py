@@ -263,6 +263,7 @@ def test_host_css_cannot_restyle_the_widget(stack, page):
     plain = computed_styles(page)
     page.goto(stack.site.url + "/hostile")       # same site: the same conversation comes back
     widget(page).locator(".msg.assistant", has_text="Styled").wait_for()
+    wait_idle(page)  # the reopened widget has checked for a running answer (send enabled again)
     assert page.evaluate("getComputedStyle(document.querySelector('h1')).color") == "rgb(255, 0, 0)"
     hostile_styles = computed_styles(page)
     assert hostile_styles == plain
