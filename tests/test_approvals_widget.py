@@ -9,7 +9,7 @@ import pytest
 
 from tests.approval_support import SHOP_PLUGIN, plugin, plugin_folder, tool_messages
 from tests.conftest import Reply, sse_events
-from tests.widget_support import PageServer, host_page, start_widget_server, widget_agent
+from tests.widget_support import PageServer, chromium_page, host_page, start_widget_server, widget_agent
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -91,14 +91,7 @@ chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian
 
 @pytest.fixture
 def page():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_context(viewport={"width": 1000, "height": 720}).new_page()
-        page.set_default_timeout(20000)
-        page.errors = []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        yield page
-        browser.close()
+    yield from chromium_page()
 
 
 def ask(page, text: str):

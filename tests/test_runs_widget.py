@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests.conftest import Reply
-from tests.widget_support import PageServer, host_page, start_widget_server, widget_agent
+from tests.widget_support import PageServer, chromium_page, host_page, start_widget_server, widget_agent
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -18,14 +18,7 @@ ANSWER = " ".join(f"part{i}" for i in range(50)) + "."
 
 @pytest.fixture
 def page():
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        page = browser.new_context(viewport={"width": 1000, "height": 720}).new_page()
-        page.set_default_timeout(20000)
-        page.errors = []
-        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-        yield page
-        browser.close()
+    yield from chromium_page()
 
 
 @pytest.fixture

@@ -76,3 +76,22 @@ def host_page(scripts: str, css: str = "", body: str = "") -> str:
 <body><h1>Acme Shop</h1><p>Some host page content.</p>{body}
 {scripts}
 </body></html>"""
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Without the background-networking flags Chromium's own connections are refused by a closed network.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def chromium_page():
+    """A fresh headless Chromium page (Debian's /usr/bin/chromium); its script errors in `page.errors`."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        page = browser.new_context(viewport={"width": 1000, "height": 720}).new_page()
+        page.set_default_timeout(20000)
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        yield page
+        browser.close()
