@@ -102,6 +102,8 @@ def create_app(config: Config | dict | None = None) -> Flask:
     from agentd.api import refuse_open_mode_behind_proxy, register_api
     with state.db.connection_context():
         refuse_open_mode_behind_proxy(config)  # an ordinary exception: gunicorn's master exits
+    from agentd import operators
+    operators.install(state)  # the usage ledger and tracing: on_event consumers
     register_api(app)
     reload.install(app, state)
     if config.trusted_proxies:

@@ -22,12 +22,14 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(user_id: str, agents: list[str] | None = None) -> tuple[object, str]:
-    """A new key for `user_id` (optionally limited to some agents); returns the row and the key."""
+def create_key(user_id: str, agents: list[str] | None = None, admin: bool = False) -> tuple[object, str]:
+    """A new key for `user_id` (optionally limited to some agents, or an admin key); returns
+    the row and the key."""
     if not user_id or not user_id.strip():
         raise InvalidRequest("user: must not be empty")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = keys.create(secrets.token_hex(6), user_id.strip(), hash_key(key), list(agents) if agents else None)
+    row = keys.create(secrets.token_hex(6), user_id.strip(), hash_key(key), list(agents) if agents else None,
+                      admin=bool(admin))
     return row, key
 
 
@@ -53,13 +55,14 @@ def principal_for_key(key: str) -> Principal:
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
         raise _refused()
     touch(row)
-    return Principal(user_id=row.user_id, agents=row.agents, kind="key")
+    return Principal(user_id=row.user_id, agents=row.agents, kind="key", admin=bool(row.is_admin),
+                     key_id=row.id)
 
 
 def bearer_principal(authorization: str | None, open_mode: bool) -> Principal:
     """Resolve `Authorization: Bearer …`; in open local mode, everyone is `local`."""
     if open_mode:
-        return Principal(user_id="local", kind="local")
+        return Principal(user_id="local", kind="local", admin=True)  # the machine's own user
     scheme, _, credential = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
         raise _refused()

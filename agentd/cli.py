@@ -69,8 +69,9 @@ def _with_db(func):
 @_with_db
 def cmd_keys_create(args) -> int:
     from agentd.auth import create_key
-    row, key = create_key(args.user, args.agent)
-    print(f"created key {row.id} for user {row.user_id}" + (f" (agents: {', '.join(args.agent)})" if args.agent else ""))
+    row, key = create_key(args.user, args.agent, admin=args.admin)
+    print(f"created {'admin ' if row.is_admin else ''}key {row.id} for user {row.user_id}"
+          + (f" (agents: {', '.join(args.agent)})" if args.agent else ""))
     print("store it now; it is not shown again:")
     print(key)
     return 0
@@ -79,11 +80,11 @@ def cmd_keys_create(args) -> int:
 @_with_db
 def cmd_keys_list(args) -> int:
     from agentd.auth import list_keys
-    print(f"{'id':14} {'user':20} {'agents':20} {'created':20} {'last used':20} revoked")
+    print(f"{'id':14} {'user':20} {'agents':20} {'admin':6} {'created':20} {'last used':20} revoked")
     for row in list_keys():
         agents = ",".join(row.agents) if row.agents else "*"
         stamp = lambda v: v.strftime("%Y-%m-%d %H:%M:%S") if v else "-"
-        print(f"{row.id:14} {row.user_id:20} {agents:20} {stamp(row.created_at):20} "
+        print(f"{row.id:14} {row.user_id:20} {agents:20} {'yes' if row.is_admin else 'no':6} {stamp(row.created_at):20} "
               f"{stamp(row.last_used_at):20} {stamp(row.revoked_at)}")
     return 0
 
@@ -96,6 +97,31 @@ def cmd_keys_revoke(args) -> int:
         return 0
     print(f"no active key {args.id}", file=sys.stderr)
     return 1
+
+
+@_with_db
+def cmd_usage(args) -> int:
+    from agentd.operators.usage import usage_report
+    report = usage_report(args.group_by, args.since, args.until, args.agent)
+    cost = lambda v: "unknown" if v is None else f"{v:.6f}"  # noqa: E731
+    print(f"{args.group_by:24} {'turns':>8} {'prompt':>12} {'completion':>12} {'cost_usd':>14}")
+    for row in report["rows"] + [{"key": "TOTAL", **report["total"]}]:
+        print(f"{str(row['key'] if row['key'] is not None else '-'):24} {row['turns']:>8} "
+              f"{row['prompt_tokens']:>12} {row['completion_tokens']:>12} {cost(row['cost_usd']):>14}")
+    return 0
+
+
+@_with_db
+def cmd_export(args) -> int:
+    from agentd.operators import export
+    out = open(args.output, "w", newline="", encoding="utf-8") if args.output else sys.stdout
+    try:
+        count = export.write(export.turns(args.agent, args.since, args.until), args.format, out)
+    finally:
+        if args.output:
+            out.close()
+    print(f"exported {count} turn(s)", file=sys.stderr)
+    return 0
 
 
 def cmd_chat(args) -> int:
@@ -125,12 +151,31 @@ def parser() -> argparse.ArgumentParser:
     create = keys.add_parser("create", help="create a key (printed once)")
     create.add_argument("--user", required=True)
     create.add_argument("--agent", action="append", help="limit the key to this agent (repeatable)")
+    create.add_argument("--admin", action="store_true",
+                        help="an admin key: the operator's routes (/api/admin/...) and console (/admin)")
     create.set_defaults(func=cmd_keys_create)
     keys.add_parser("list", help="list keys (never the key itself)").set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key")
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_keys_revoke)
+    _operator_commands(sub)
     return root
+
+
+def _operator_commands(sub) -> None:
+    usage = sub.add_parser("usage", help="tokens and cost from the usage ledger, as a table")
+    usage.add_argument("--group-by", default="agent", choices=["agent", "user", "model", "day", "key"])
+    usage.add_argument("--since", help="from this ISO date or date-time (UTC)")
+    usage.add_argument("--until", help="up to this ISO date (inclusive) or date-time")
+    usage.add_argument("--agent", help="only this agent")
+    usage.set_defaults(func=cmd_usage)
+    export = sub.add_parser("export", help="one row per turn, as JSON lines or CSV (streamed)")
+    export.add_argument("--format", default="jsonl", choices=["jsonl", "csv"])
+    export.add_argument("--agent", help="only this agent")
+    export.add_argument("--since", help="turns from this ISO date or date-time (UTC)")
+    export.add_argument("--until", help="turns up to this ISO date (inclusive) or date-time")
+    export.add_argument("--output", "-o", help="write to this file (default: standard output)")
+    export.set_defaults(func=cmd_export)
 
 
 def main(argv=None) -> int:

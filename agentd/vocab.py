@@ -98,6 +98,7 @@ class Completion:
     message: Message
     usage: Usage = field(default_factory=Usage)
     model: str | None = None
+    duration_ms: int | None = None  # the whole call, request to its last chunk (set by the loop)
 
 
 @dataclass
@@ -108,6 +109,7 @@ class ToolResult:
     name: str
     content: str
     is_error: bool = False
+    duration_ms: int | None = None  # how long the call ran (set by the tool runner)
 
 
 @dataclass
@@ -172,6 +174,8 @@ class Principal:
     user_id: str
     agents: list[str] | None = None
     kind: str = "key"  # key | local | widget
+    admin: bool = False        # may use the operator's routes and console
+    key_id: str | None = None  # the API key's id, when a key was used (the usage ledger)
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,9 @@ def register_api(app: Flask) -> None:
     from agentd.api import protocols
     protocols.register(app)
     app.register_blueprint(approvals.bp)
+    from agentd.api import admin, console
+    app.register_blueprint(admin.bp)
+    console.register(app)
     sock.init_app(app)
 
     @sock.route("/api/agents/<agent_id>/ws")

@@ -66,6 +66,8 @@ def store(key: str, value: dict, ttl: int) -> None:
 class CachedCaller:
     """A ModelCaller that answers from a cache entry: the text as deltas, then the completion."""
 
+    from_cache = True  # no model is called: the usage ledger records nothing for it
+
     def __init__(self, value: dict):
         self.value = value
         self.used = {"provider": value.get("provider"), "name": value.get("model")}

@@ -9,8 +9,8 @@ from agentd.store.models import ApiKey, db, utcnow
 LAST_USED_EVERY = dt.timedelta(minutes=1)
 
 
-def create(key_id: str, user_id: str, key_hash: str, agents: list[str] | None) -> ApiKey:
-    return ApiKey.create(id=key_id, user_id=user_id, key_hash=key_hash, agents=agents)
+def create(key_id: str, user_id: str, key_hash: str, agents: list[str] | None, admin: bool = False) -> ApiKey:
+    return ApiKey.create(id=key_id, user_id=user_id, key_hash=key_hash, agents=agents, is_admin=admin)
 
 
 def all_keys() -> list[ApiKey]:

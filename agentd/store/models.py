@@ -83,6 +83,10 @@ class Message(BaseModel):
     prompt_tokens = pw.IntegerField(null=True)
     completion_tokens = pw.IntegerField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
+    # The turn a row belongs to (its user message's id; NULL on the user message itself)
+    # and how long its model call or tool call took: the operator's trace (migration 62).
+    turn_id = pw.IntegerField(null=True)
+    duration_ms = pw.IntegerField(null=True)
 
 
 class Approval(BaseModel):
@@ -115,6 +119,7 @@ class ApiKey(BaseModel):
     created_at = pw.DateTimeField(default=utcnow)
     last_used_at = pw.DateTimeField(null=True)
     revoked_at = pw.DateTimeField(null=True)
+    is_admin = pw.BooleanField(default=False)  # migration 60
 
 
 class IdempotencyRecord(BaseModel):
@@ -155,6 +160,26 @@ class AgentUsageDay(BaseModel):
 
     class Meta:
         primary_key = pw.CompositeKey("agent_id", "day")
+
+
+class UsageRecord(BaseModel):
+    """The usage ledger: one row per model call, written in the turn's own transaction."""
+
+    id = pw.AutoField()
+    created_at = pw.DateTimeField(default=utcnow)
+    run_id = CharField(max_length=64, null=True)
+    turn_id = pw.IntegerField(null=True)           # the turn's user message id
+    conversation_id = CharField(max_length=64)
+    agent_id = CharField(max_length=128)
+    user_id = CharField(max_length=255)
+    key_id = CharField(max_length=32, null=True)    # the API key, when one was used
+    provider = CharField(max_length=64, null=True)
+    model = CharField(max_length=255, null=True)
+    prompt_tokens = pw.IntegerField(default=0)
+    completion_tokens = pw.IntegerField(default=0)
+    duration_ms = pw.IntegerField(null=True)
+    # Billionths of a dollar, so sums are exact on every database; NULL when the price is unknown.
+    cost_nanousd = pw.BigIntegerField(null=True)
 
 
 class AppSetting(BaseModel):

@@ -21,8 +21,13 @@ AWAITING = "awaiting_approval"  # a tool step whose held calls wait for a person
 
 
 class TurnRecorder:
-    def __init__(self, conversation_id: str, agent_id: str, user_id: str, eager: bool):
-        self.base = {"conversation": conversation_id, "agent_id": agent_id, "user_id": user_id}
+    def __init__(self, conversation_id: str, agent_id: str, user_id: str, eager: bool,
+                 turn_id: int | None = None):
+        self.base = {"conversation": conversation_id, "agent_id": agent_id, "user_id": user_id,
+                     "turn_id": turn_id}
+        # Callables run inside the transaction that ends the turn (the usage ledger's rows):
+        # whatever they write costs no commit of its own.
+        self.at_commit: list = []
         self.eager = eager
         self.pending: list[dict] = []
         self.row_id: int | None = None   # the open assistant row (eager mode)
@@ -77,7 +82,8 @@ class TurnRecorder:
                 "reasoning": (message.reasoning if message else None) or ("".join(self.reasoning) or None),
                 "provider": self.provider, "model": (completion.model if completion else None) or self.model,
                 "prompt_tokens": usage.prompt_tokens if usage else None,
-                "completion_tokens": usage.completion_tokens if usage else None}
+                "completion_tokens": usage.completion_tokens if usage else None,
+                "duration_ms": completion.duration_ms if completion else None}
 
     def _finish_row(self, fields: dict) -> int:
         """Close the open assistant row (eager) or queue it (buffered); returns its id or 0."""
@@ -102,7 +108,8 @@ class TurnRecorder:
         # The name and id come from the model: a made-up 300-character name must not fail
         # the insert (PostgreSQL enforces the column's length), so they are cut to fit.
         fields = {"role": "tool", "content": result.content, "tool_call_id": _fit(result.tool_call_id),
-                  "name": _fit(result.name), "is_error": result.is_error, "status": "complete"}
+                  "name": _fit(result.name), "is_error": result.is_error, "status": "complete",
+                  "duration_ms": result.duration_ms}
         self._store_result(fields)
         self.open_calls.pop(result.tool_call_id, None)
 
@@ -120,6 +127,7 @@ class TurnRecorder:
                 row_id = self._finish_row(fields)
                 if also is not None:
                     also()
+                self._run_at_commit()
             return row_id
         self.pending.append(fields)
         return self.flush(also)
@@ -143,6 +151,10 @@ class TurnRecorder:
         assistant message only if some content was produced); an eager row opened
         for the `start` event is removed again.
         """
+        with db.atomic():  # one commit, the ledger's rows included
+            return self._fail(status)
+
+    def _fail(self, status: str) -> int | None:
         self._answer_open_calls()
         text = self.partial_text()
         if not text and self.eager and self.row_id is not None and not self.reasoning:
@@ -153,7 +165,9 @@ class TurnRecorder:
             return None
         fields = self._assistant_fields(None, status if text else "error", content=text or None)
         if self.eager and self.row_id is not None:
-            return self._finish_row(fields)
+            row_id = self._finish_row(fields)
+            self._run_at_commit()
+            return row_id
         if text:
             self.pending.append(fields)
         return self.flush() or None
@@ -174,6 +188,9 @@ class TurnRecorder:
         """
         last = 0
         if not self.pending:
+            if self.at_commit:
+                with db.atomic():
+                    self._run_at_commit()
             return last
         with db.atomic():
             for fields in self.pending:
@@ -183,9 +200,16 @@ class TurnRecorder:
                     self.step_id = last
             if also is not None:
                 also()
+            self._run_at_commit()
         self.last_row = as_stored({**self.base, **fields, "id": last, "created_at": created_at})
         self.pending = []
         return last
+
+
+    def _run_at_commit(self) -> None:
+        writes, self.at_commit = self.at_commit, []
+        for write in writes:
+            write()
 
 
 def _fit(value: str | None, limit: int = 255) -> str | None:

@@ -165,7 +165,8 @@ class Turn:
         self.service, self.agent, self.principal, self.inp = service, agent, principal, inp
         self.conversation, self.token, self.block = conversation, token, block
         self.cancelled = False
-        self.recorder = TurnRecorder(conversation.id, agent.id, principal.user_id, eager=inp.stream)
+        self.recorder = TurnRecorder(conversation.id, agent.id, principal.user_id, eager=inp.stream,
+                                     turn_id=getattr(conversation, "user_message_id", None))
         self.recorder.provider, self.recorder.model = block["provider"], block.get("name")
         self.caller = service.model_caller(self)
         self.started = time.monotonic()

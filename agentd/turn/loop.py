@@ -7,6 +7,7 @@ internal ones the chat service stores (`assistant_message`, `answer`).
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator
@@ -62,12 +63,14 @@ def tool_specs(tools: dict[str, tuple[Tool, ToolContext]]) -> list[ToolSpec]:
 
 def _call(call_model: ModelCaller, request: ModelRequest) -> Iterator[Event]:
     """Forward a model call's deltas; the last event is an internal `completion`."""
-    completion = None
+    completion, started = None, time.monotonic()
     for chunk in call_model(request):
         if chunk.type == "completion":
             completion = chunk.completion
         elif chunk.content:
             yield Event(chunk.type, {"content": chunk.content})
+    if completion is not None:
+        completion.duration_ms = round((time.monotonic() - started) * 1000)
     yield Event("completion", payload=completion)
 
 

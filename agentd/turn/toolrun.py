@@ -88,7 +88,7 @@ def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolConte
     hooks = hooks or ToolHooks()
     inbox: queue.Queue = queue.Queue()
     results: dict[int, ToolResult] = {}
-    pending = {}
+    pending, started = {}, {}
     for index, call in enumerate(calls):
         if index >= settings.max_parallel:
             # Each call may hold a thread and a connection: one step cannot ask for hundreds.
@@ -103,10 +103,13 @@ def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolConte
             inbox.put(("status", tool.status_message, call.name))
         timeout = tool.timeout or settings.timeout
         pending[index] = time.monotonic() + timeout
+        started[index] = time.monotonic()
         _pool.submit(_worker, index, tool, call, ctx, hooks, inbox, pending[index])
     yield from _collect(calls, pending, results, inbox)
     for index in range(len(calls)):
         result = results[index]
+        if result.duration_ms is None:  # timed out, or refused before it ran
+            result.duration_ms = round((time.monotonic() - started[index]) * 1000) if index in started else 0
         result.content = _truncate(result.content, settings.max_output_chars)
         yield Event("tool_result", {"tool_call_id": result.tool_call_id, "name": result.name,
                                     "content": result.content, "is_error": result.is_error},
@@ -116,7 +119,10 @@ def run_tool_calls(calls: list[ToolCall], tools: dict[str, tuple[Tool, ToolConte
 def _worker(index, tool, call, ctx, hooks, inbox, deadline) -> None:
     if time.monotonic() >= deadline:
         return  # timed out while queued (the collector reported it): never starts late
-    inbox.put(("result", index, _execute(tool, call, ctx, hooks, deadline)))
+    started = time.monotonic()
+    result = _execute(tool, call, ctx, hooks, deadline)
+    result.duration_ms = round((time.monotonic() - started) * 1000)  # the trace's tool time
+    inbox.put(("result", index, result))
 
 
 def _collect(calls, pending, results, inbox) -> Iterator[Event]:

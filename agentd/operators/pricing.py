@@ -1,0 +1,89 @@
+"""What a model call cost, in billionths of a dollar (exact integer sums on every database).
+
+The agent's own `model.price: {input_per_mtok, output_per_mtok}` wins; otherwise
+the price list of the `genai-prices` package (its bundled snapshot: it never
+fetches prices at run time). A model neither knows stays unpriced: None, never 0.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from decimal import ROUND_HALF_EVEN, Decimal
+from functools import lru_cache
+
+log = logging.getLogger("agentd.pricing")
+
+NANO = Decimal(10) ** 9
+MTOK = Decimal(10) ** 6
+
+
+def to_nanousd(dollars: Decimal) -> int:
+    return int((dollars * NANO).to_integral_value(ROUND_HALF_EVEN))
+
+
+def from_nanousd(value: int | None) -> float | None:
+    """A stored cost as dollars (a JSON number), None kept."""
+    return None if value is None else float(Decimal(value) / NANO)
+
+
+def block_price(price: dict, prompt_tokens: int, completion_tokens: int) -> int:
+    """The cost of a call at an agent's own `model.price`."""
+    cost = (Decimal(str(price.get("input_per_mtok", 0))) * prompt_tokens
+            + Decimal(str(price.get("output_per_mtok", 0))) * completion_tokens) / MTOK
+    return to_nanousd(cost)
+
+
+@lru_cache(maxsize=1)
+def _genai_prices():
+    # Imported on first use (about a second: pydantic models), never at module import;
+    # `warm_up()` does it in the background when the app starts.
+    import genai_prices
+    return genai_prices
+
+
+def warm_up() -> None:
+    """Import the price list in a background thread, so the first turn does not wait for it."""
+    threading.Thread(target=_safe_import, daemon=True, name="agentd-prices").start()
+
+
+def _safe_import() -> None:
+    try:
+        _genai_prices()
+    except Exception:  # noqa: BLE001 — prices then come from agent YAML only
+        log.exception("could not load the genai-prices price list")
+
+
+def listed_price(provider: str | None, model: str | None, prompt_tokens: int,
+                 completion_tokens: int) -> int | None:
+    """The cost from the maintained price list, or None when it does not know the model."""
+    if not model:
+        return None
+    try:
+        prices = _genai_prices()
+        usage = prices.Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
+        result = prices.calc_price(usage, model, provider_id=provider or None)
+    except LookupError:
+        return None
+    except Exception:  # noqa: BLE001 — a price list problem must never fail a turn
+        log.warning("no price for %s/%s", provider, model, exc_info=True)
+        return None
+    return to_nanousd(Decimal(result.total_price))
+
+
+def _price_block(block: dict, provider: str | None, model: str | None) -> dict | None:
+    """The `price` of the model block (or fallback) that made the call, if it has one."""
+    candidates = [block] + list(block.get("fallbacks") or [])
+    for candidate in candidates:
+        if candidate.get("price") and candidate.get("provider") == provider and (
+                not candidate.get("name") or candidate.get("name") == model):
+            return candidate["price"]
+    return None
+
+
+def call_cost(block: dict, provider: str | None, model: str | None, reported_model: str | None,
+              prompt_tokens: int, completion_tokens: int) -> int | None:
+    """The cost of one call in nano-dollars: the agent's price, else the price list, else None."""
+    price = _price_block(block, provider, model)
+    if price is not None:
+        return block_price(price, prompt_tokens, completion_tokens)
+    return listed_price(provider, reported_model or model, prompt_tokens, completion_tokens)

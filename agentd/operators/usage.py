@@ -1,0 +1,101 @@
+"""Usage reports over the ledger: tokens, turns and cost grouped by agent, user, model, day or key."""
+from __future__ import annotations
+
+import datetime as dt
+
+import peewee as pw
+
+from agentd.errors import InvalidRequest
+from agentd.operators.pricing import from_nanousd
+from agentd.store.models import UsageRecord
+
+GROUPS = {"agent": UsageRecord.agent_id, "user": UsageRecord.user_id, "model": UsageRecord.model,
+          "key": UsageRecord.key_id, "day": pw.fn.DATE(UsageRecord.created_at)}
+
+
+def parse_time(name: str, value: str | None, end: bool = False) -> dt.datetime | None:
+    """An ISO date or date-time (UTC); a bare date as `to` means the end of that day."""
+    if value is None or value == "":
+        return None
+    try:
+        if len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            return dt.datetime.combine(day + dt.timedelta(days=1 if end else 0), dt.time())
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(f"{name}: not an ISO 8601 date or date-time: {value!r}") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def time_range(start: str | None, stop: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    begin, end = parse_time("from", start), parse_time("to", stop, end=True)
+    if begin and end and end < begin:
+        raise InvalidRequest("to: must not be before from")
+    return begin, end
+
+
+def _where(begin, end, agent: str | None = None):
+    where = pw.Value(True)
+    if begin is not None:
+        where &= UsageRecord.created_at >= begin
+    if end is not None:
+        where &= UsageRecord.created_at < end
+    if agent:
+        where &= UsageRecord.agent_id == agent
+    return where
+
+
+def _aggregates():
+    return [pw.fn.COUNT(pw.fn.DISTINCT(UsageRecord.turn_id)), pw.fn.SUM(UsageRecord.prompt_tokens),
+            pw.fn.SUM(UsageRecord.completion_tokens), pw.fn.SUM(UsageRecord.cost_nanousd),
+            pw.fn.COUNT(UsageRecord.id) - pw.fn.COUNT(UsageRecord.cost_nanousd)]
+
+
+def _figures(turns, prompt, completion, cost, unpriced) -> dict:
+    # Unpriced calls add nothing to cost_usd, which is null when no call of the group had a
+    # price; `unpriced_calls` says how many calls the sum leaves out.
+    return {"turns": int(turns or 0), "prompt_tokens": int(prompt or 0),
+            "completion_tokens": int(completion or 0),
+            "cost_usd": from_nanousd(int(cost)) if cost is not None else None,
+            "unpriced_calls": int(unpriced or 0)}
+
+
+def _key(value):
+    return value.isoformat() if isinstance(value, dt.date) else value
+
+
+def usage_report(group_by: str, start: str | None = None, stop: str | None = None,
+                 agent: str | None = None) -> dict:
+    """`{"rows": [{"key", "turns", "prompt_tokens", "completion_tokens", "cost_usd"}], "total"}`."""
+    if group_by not in GROUPS:
+        raise InvalidRequest(f"group_by: must be one of {', '.join(GROUPS)}")
+    begin, end = time_range(start, stop)
+    where = _where(begin, end, agent)
+    expr = GROUPS[group_by]
+    query = (UsageRecord.select(expr, *_aggregates()).where(where).group_by(expr).order_by(expr).tuples())
+    rows = [{"key": _key(key), **_figures(*figures)} for key, *figures in query]
+    total = UsageRecord.select(*_aggregates()).where(where).tuples().first()
+    return {"group_by": group_by, "rows": rows, "total": _figures(*(total or (0, 0, 0, None, 0)))}
+
+
+def daily_series(start: str | None, stop: str | None, by: str) -> dict:
+    """Tokens and cost per day for each agent or model: what the console's charts draw."""
+    begin, end = time_range(start, stop)
+    day, name = GROUPS["day"], GROUPS[by]
+    query = (UsageRecord.select(day, name, pw.fn.SUM(UsageRecord.prompt_tokens + UsageRecord.completion_tokens),
+                                pw.fn.SUM(UsageRecord.cost_nanousd))
+             .where(_where(begin, end)).group_by(day, name).order_by(day, name).tuples())
+    days: list[str] = []
+    series: dict[str, dict] = {}
+    for when, label, tokens, cost in query:
+        when = _key(when)
+        if not days or days[-1] != when:
+            days.append(when)
+        entry = series.setdefault(label or "?", {"tokens": {}, "cost": {}})
+        entry["tokens"][when] = int(tokens or 0)
+        entry["cost"][when] = from_nanousd(int(cost)) if cost is not None else None
+    return {"days": days, "series": [
+        {"name": label, "tokens": [v["tokens"].get(d, 0) for d in days],
+         "cost_usd": [v["cost"].get(d) for d in days]} for label, v in series.items()]}
