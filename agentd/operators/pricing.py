@@ -86,4 +86,8 @@ def call_cost(block: dict, provider: str | None, model: str | None, reported_mod
     price = _price_block(block, provider, model)
     if price is not None:
         return block_price(price, prompt_tokens, completion_tokens)
-    return listed_price(provider, reported_model or model, prompt_tokens, completion_tokens)
+    for name in dict.fromkeys(n for n in (reported_model, model) if n):  # as reported, then as asked
+        cost = listed_price(provider, name, prompt_tokens, completion_tokens)
+        if cost is not None:
+            return cost
+    return None

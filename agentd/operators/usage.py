@@ -10,7 +10,7 @@ from agentd.operators.pricing import from_nanousd
 from agentd.store.models import UsageRecord
 
 GROUPS = {"agent": UsageRecord.agent_id, "user": UsageRecord.user_id, "model": UsageRecord.model,
-          "key": UsageRecord.key_id, "day": pw.fn.DATE(UsageRecord.created_at)}
+          "key": UsageRecord.key_id, "day": pw.fn.DATE(UsageRecord.created_at).coerce(False)}
 
 
 def parse_time(name: str, value: str | None, end: bool = False) -> dt.datetime | None:
@@ -63,6 +63,8 @@ def _figures(turns, prompt, completion, cost, unpriced) -> dict:
 
 
 def _key(value):
+    if isinstance(value, dt.datetime):
+        value = value.date()
     return value.isoformat() if isinstance(value, dt.date) else value
 
 
