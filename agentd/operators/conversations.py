@@ -41,7 +41,8 @@ def _search_filter(q: str):
                          f"(SELECT rowid FROM message_fts WHERE message_fts MATCH {p})", [match])
         in_title = pw.SQL("SELECT id FROM conversation WHERE rowid IN "
                           f"(SELECT rowid FROM conversation_fts WHERE conversation_fts MATCH {p})", [match])
-    return Conversation.id.in_(in_text) | Conversation.id.in_(in_title)
+    return ((Conversation.id << pw.NodeList((in_text,), parens=True))
+            | (Conversation.id << pw.NodeList((in_title,), parens=True)))
 
 
 def list_all(agent: str | None = None, user: str | None = None, q: str | None = None,
@@ -65,7 +66,12 @@ def list_all(agent: str | None = None, user: str | None = None, q: str | None = 
     ids = [row.id for row in rows]
     counts, lasts = (_counts(ids), _last_messages(ids)) if ids else ({}, {})
     return {"conversations": [summary(r, counts.get(r.id, 0), lasts.get(r.id)) for r in rows],
-            "has_more": more, "next_before": iso(rows[-1].updated_at) if more else None}
+            "has_more": more, "next_before": _cursor(rows[-1].updated_at) if more else None}
+
+
+def _cursor(moment) -> str:
+    # Full precision (iso() keeps whole seconds): the next page starts right after this row.
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 # -- one conversation's trace ---------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""Every user's conversations for operators: filters, full-text search, and a turn's trace."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.admin_support import client, new_key, start_operator_server
+from tests.conftest import Reply
+
+
+@pytest.fixture
+def server(agentd_server, fake_openai, tmp_path):
+    return start_operator_server(agentd_server, fake_openai, tmp_path)
+
+
+@pytest.fixture
+def people(server):
+    return {name: client(server, new_key(server, name, admin=name == "ops")[1]) for name in ("ops", "alice", "bob")}
+
+
+def chat(who, agent, message, **body):
+    response = who.post(f"/api/agents/{agent}/chat", json={"message": message, **body})
+    assert response.status_code == 200, response.text
+    return response.json()["conversation_id"]
+
+
+def listing(ops, **params):
+    response = ops.get("/api/admin/conversations", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def ids(page):
+    return [c["id"] for c in page["conversations"]]
+
+
+def test_operators_see_every_users_conversations_with_filters(server, people, fake_openai):
+    a1 = chat(people["alice"], "priced", "My parcel is late")
+    b1 = chat(people["bob"], "unknown", "Invoice question")
+    a2 = chat(people["alice"], "unknown", "Another thing")
+    ops = people["ops"]
+    assert ids(listing(ops)) == [a2, b1, a1]  # most recently updated first
+    assert ids(listing(ops, user="alice")) == [a2, a1]
+    assert ids(listing(ops, agent="unknown")) == [a2, b1]
+    assert ids(listing(ops, agent="unknown", user="bob")) == [b1]
+    first = listing(ops, limit=2)
+    assert ids(first) == [a2, b1] and first["has_more"] is True
+    rest = listing(ops, limit=2, before=first["next_before"])
+    assert ids(rest) == [a1] and rest["has_more"] is False
+    row = listing(ops, user="bob")["conversations"][0]
+    assert row["user_id"] == "bob" and row["message_count"] == 2 and row["title"] == "Invoice question"
+    # The owners themselves still see only their own.
+    assert people["bob"].get(f"/api/conversations/{a1}").status_code == 403
+
+
+def test_search_finds_titles_and_message_text(server, people, fake_openai):
+    fake_openai.script(Reply(content="The refund for your blender is on its way."))
+    refund = chat(people["alice"], "priced", "Where is my money?")
+    fake_openai.script(Reply(content="We open at nine."))
+    hours = chat(people["bob"], "unknown", "Opening hours please")
+    ops = people["ops"]
+    assert ids(listing(ops, q="blender")) == [refund]          # the assistant's text
+    assert ids(listing(ops, q="refunds")) == [refund]          # stemmed: refunds ~ refund
+    assert ids(listing(ops, q="money")) == [refund]            # the user's text
+    assert ids(listing(ops, q="opening hours")) == [hours]     # every word must match
+    assert ids(listing(ops, q="blender nine")) == []
+    assert ids(listing(ops, q='"); DROP TABLE message; --')) == []  # words only, never syntax
+    assert ids(listing(ops, q="hours", user="alice")) == []
+
+
+def test_search_follows_renames_and_deletes(server, people, fake_openai):
+    alice, ops = people["alice"], people["ops"]
+    conversation = chat(alice, "priced", "Hello there")
+    assert alice.patch(f"/api/conversations/{conversation}", json={"title": "Warranty claim"}).status_code == 200
+    assert ids(listing(ops, q="warranty")) == [conversation]
+    assert ids(listing(ops, q="hello")) == [conversation]      # the message still matches
+    assert alice.patch(f"/api/conversations/{conversation}", json={"title": "Renamed"}).status_code == 200
+    assert ids(listing(ops, q="warranty")) == []
+    assert alice.delete(f"/api/conversations/{conversation}").status_code == 200
+    assert ids(listing(ops, q="hello")) == [] and ids(listing(ops, q="renamed")) == []
+
+
+@pytest.mark.parametrize("params", [{"limit": "0"}, {"limit": "500"}, {"before": "soon"}, {"q": "x" * 201},
+                                    {"q": "!!!"}])
+def test_bad_list_parameters_are_400(server, people, params):
+    response = people["ops"].get("/api/admin/conversations", params=params)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_a_conversations_trace_has_model_calls_and_tool_calls(server, people, fake_openai):
+    fake_openai.script(Reply(tool_calls=[("lookup_order", {"order_id": 42}), ("explode", {"reason": "disk full"})],
+                             usage=(100, 20)),
+                       Reply(content="Order 42 has shipped.", usage=(150, 10)))
+    conversation = chat(people["alice"], "priced", "Status of order 42?")
+    trace = people["ops"].get(f"/api/admin/conversations/{conversation}").json()
+    assert (trace["id"], trace["agent_id"], trace["user_id"]) == (conversation, "priced", "alice")
+    [turn] = trace["turns"]
+    assert turn["question"] == "Status of order 42?" and turn["answer"] == "Order 42 has shipped."
+    assert turn["usage"] == {"prompt_tokens": 250, "completion_tokens": 30}
+    assert turn["cost_usd"] == pytest.approx((250 * 0.15 + 30 * 0.6) / 1e6)
+    kinds = [(s["type"], s.get("name")) for s in turn["steps"]]
+    assert kinds == [("model_call", None), ("tool_call", "lookup_order"), ("tool_call", "explode"),
+                     ("model_call", None)]
+    first_call, lookup, explode, answer = turn["steps"]
+    assert (first_call["provider"], first_call["model"]) == ("openai", "fake-model")
+    assert (first_call["prompt_tokens"], first_call["completion_tokens"]) == (100, 20)
+    assert first_call["duration_ms"] >= 0 and first_call["offset_ms"] == 0
+    assert json.loads(lookup["arguments"]) == {"order_id": 42}
+    assert json.loads(lookup["result"]) == {"order_id": 42, "status": "shipped"}
+    assert lookup["is_error"] is False and lookup["error"] is None and lookup["duration_ms"] >= 0
+    assert explode["is_error"] is True and "disk full" in explode["error"]
+    assert lookup["offset_ms"] == explode["offset_ms"] == first_call["duration_ms"]  # run side by side
+    assert answer["offset_ms"] >= lookup["offset_ms"] and answer["completion_tokens"] == 10
+
+
+def test_a_tool_that_takes_time_shows_its_duration(agentd_server, fake_openai, tmp_path):
+    from tests.conftest import openai_agent
+    folder = tmp_path / "slow_plugins"
+    folder.mkdir()
+    (folder / "slow.py").write_text(
+        "import time\nfrom agentd import hookimpl\n\n"
+        "def slow(ms: int) -> str:\n    \"\"\"Waits.\"\"\"\n    time.sleep(ms / 1000)\n    return 'done'\n\n"
+        "@hookimpl\ndef register_tools(register):\n    register(slow)\n")
+    server = agentd_server({"bot": openai_agent(fake_openai, tools=["slow"])}, plugins_dir=str(folder))
+    fake_openai.script(Reply(tool_calls=[("slow", {"ms": 300})]), Reply(content="ok"))
+    conversation = server.chat("bot", "wait please").json()["conversation_id"]
+    trace = server.client.get(f"/api/admin/conversations/{conversation}").json()
+    tool = [s for s in trace["turns"][0]["steps"] if s["type"] == "tool_call"][0]
+    assert tool["duration_ms"] >= 300
