@@ -102,7 +102,7 @@ def cmd_keys_revoke(args) -> int:
 @_with_db
 def cmd_usage(args) -> int:
     from agentd.operators.usage import usage_report
-    report = usage_report(args.group_by, args.since, args.until, args.agent)
+    report = usage_report(args.group_by, args.since, args.until, args.agent, names=("since", "until"))
     cost = lambda v: "unknown" if v is None else f"{v:.6f}"  # noqa: E731
     print(f"{args.group_by:24} {'turns':>8} {'prompt':>12} {'completion':>12} {'cost_usd':>14}")
     for row in report["rows"] + [{"key": "TOTAL", **report["total"]}]:

@@ -204,7 +204,7 @@ def test_cli_usage_prints_the_same_table(server, keys, fake_openai, database_url
     assert table["priced"][:3] == ["2", "333", "49"]
     assert table["TOTAL"][:3] == ["4", "1383", "2074"]
     bad = cli(database_url, "usage", "--since", "not-a-date")
-    assert bad.returncode == 2 and "from:" in bad.stderr
+    assert bad.returncode == 2 and "since:" in bad.stderr
 
 
 def test_cli_keys_create_admin_and_list(server, database_url):

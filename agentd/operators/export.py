@@ -58,7 +58,7 @@ def _page_costs(turn_ids: list[int]) -> dict[int, int]:
 
 def turns(agent: str | None = None, since: str | None = None, until: str | None = None) -> Iterator[dict]:
     """Every turn matching the filters, oldest first, as export rows."""
-    begin, end = time_range(since, until)
+    begin, end = time_range(since, until, ("since", "until"))
     where = pw.Value(True)
     if agent:
         where &= Message.agent_id == agent

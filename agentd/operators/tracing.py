@@ -114,11 +114,6 @@ class RunTracer:
                                       attributes=attributes)
         self.runs[run] = _RunSpans(root, self.trace.set_span_in_context(root), _now())
 
-    def _on_done(self, run, spans, event):
-        usage = event.data.get("usage") or {}
-        spans.root.set_attribute("gen_ai.usage.input_tokens", usage.get("prompt_tokens", 0))
-        spans.root.set_attribute("gen_ai.usage.output_tokens", usage.get("completion_tokens", 0))
-
     def _on_error(self, run, spans, event):
         code = (event.data.get("error") or {}).get("code", "error")
         spans.root.set_attribute("error.type", code)
@@ -150,7 +145,10 @@ class RunTracer:
         self._chat_span(run, spans, event.payload, "tool_calls")
 
     def _on_answer(self, run, spans, event):
-        self._chat_span(run, spans, event.payload.completion, "stop")
+        outcome = event.payload
+        self._chat_span(run, spans, outcome.completion, "stop")
+        spans.root.set_attribute("gen_ai.usage.input_tokens", outcome.usage.prompt_tokens)  # the whole run
+        spans.root.set_attribute("gen_ai.usage.output_tokens", outcome.usage.completion_tokens)
 
     # -- tool calls ------------------------------------------------------------------
     def _on_tool_call(self, run, spans, event):

@@ -29,10 +29,11 @@ def parse_time(name: str, value: str | None, end: bool = False) -> dt.datetime |
     return moment
 
 
-def time_range(start: str | None, stop: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
-    begin, end = parse_time("from", start), parse_time("to", stop, end=True)
+def time_range(start: str | None, stop: str | None,
+               names: tuple[str, str] = ("from", "to")) -> tuple[dt.datetime | None, dt.datetime | None]:
+    begin, end = parse_time(names[0], start), parse_time(names[1], stop, end=True)
     if begin and end and end < begin:
-        raise InvalidRequest("to: must not be before from")
+        raise InvalidRequest(f"{names[1]}: must not be before {names[0]}")
     return begin, end
 
 
@@ -69,11 +70,11 @@ def _key(value):
 
 
 def usage_report(group_by: str, start: str | None = None, stop: str | None = None,
-                 agent: str | None = None) -> dict:
+                 agent: str | None = None, names: tuple[str, str] = ("from", "to")) -> dict:
     """`{"rows": [{"key", "turns", "prompt_tokens", "completion_tokens", "cost_usd"}], "total"}`."""
     if group_by not in GROUPS:
         raise InvalidRequest(f"group_by: must be one of {', '.join(GROUPS)}")
-    begin, end = time_range(start, stop)
+    begin, end = time_range(start, stop, names)
     where = _where(begin, end, agent)
     expr = GROUPS[group_by]
     query = (UsageRecord.select(expr, *_aggregates()).where(where).group_by(expr).order_by(expr).tuples())
