@@ -12,6 +12,7 @@ JSON data blocks, so a `script-src 'self'` policy holds.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import secrets
 from pathlib import Path
@@ -184,6 +185,9 @@ def static(filename):
 @bp.get("/")
 def home():
     start, stop = request.args.get("from") or None, request.args.get("to") or None
+    if not (start or stop):  # the last 30 days by default
+        today = dt.datetime.now(dt.timezone.utc).date()
+        start, stop = (today - dt.timedelta(days=29)).isoformat(), today.isoformat()
     data = {"by_agent": usage.daily_series(start, stop, "agent"),
             "by_model": usage.daily_series(start, stop, "model")}
     users = usage.usage_report("user", start, stop)

@@ -83,22 +83,35 @@ def usage_report(group_by: str, start: str | None = None, stop: str | None = Non
     return {"group_by": group_by, "rows": rows, "total": _figures(*(total or (0, 0, 0, None, 0)))}
 
 
+def _day_span(first: str, last: str) -> list[str]:
+    day, end, days = dt.date.fromisoformat(first), dt.date.fromisoformat(last), []
+    while day <= end and len(days) < 3660:
+        days.append(day.isoformat())
+        day += dt.timedelta(days=1)
+    return days
+
+
 def daily_series(start: str | None, stop: str | None, by: str) -> dict:
-    """Tokens and cost per day for each agent or model: what the console's charts draw."""
+    """Tokens and cost per day for each agent or model: what the console's charts draw.
+
+    Every day of the range is present (a day without calls counts 0 tokens and $0).
+    """
     begin, end = time_range(start, stop)
     day, name = GROUPS["day"], GROUPS[by]
     query = (UsageRecord.select(day, name, pw.fn.SUM(UsageRecord.prompt_tokens + UsageRecord.completion_tokens),
                                 pw.fn.SUM(UsageRecord.cost_nanousd))
              .where(_where(begin, end)).group_by(day, name).order_by(day, name).tuples())
-    days: list[str] = []
     series: dict[str, dict] = {}
+    seen: list[str] = []
     for when, label, tokens, cost in query:
         when = _key(when)
-        if not days or days[-1] != when:
-            days.append(when)
+        seen.append(when)
         entry = series.setdefault(label or "?", {"tokens": {}, "cost": {}})
         entry["tokens"][when] = int(tokens or 0)
         entry["cost"][when] = from_nanousd(int(cost)) if cost is not None else None
+    first = begin.date().isoformat() if begin else (min(seen) if seen else None)
+    last = (end - dt.timedelta(microseconds=1)).date().isoformat() if end else (max(seen) if seen else None)
+    days = _day_span(first, last) if first and last else []
     return {"days": days, "series": [
         {"name": label, "tokens": [v["tokens"].get(d, 0) for d in days],
-         "cost_usd": [v["cost"].get(d) for d in days]} for label, v in series.items()]}
+         "cost_usd": [v["cost"].get(d, 0.0) for d in days]} for label, v in series.items()]}

@@ -21,8 +21,15 @@
                     points: { show: true, size: 6 }, spanGaps: false });
     });
     var width = Math.max(el.clientWidth, 280);
+    var money = measure === "cost_usd";
+    var format = function (u, values) {
+      return values.map(function (v) { return money ? "$" + Number(v.toPrecision(3)) : String(v); });
+    };
     new uPlot({ width: width, height: 220, series: series,
-                axes: [{}, { size: 60 }], scales: { x: { time: true } } }, data, el);
+                axes: [{}, { size: money ? 84 : 60, values: format }],
+                scales: { x: { time: true, range: function (u, min, max) { return [min - 43200, max + 43200]; } },
+                          y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.1 : 1]; } } } },
+              data, el);
     el.setAttribute("data-drawn", "true");
   }
 
