@@ -128,3 +128,25 @@ def test_a_tool_that_takes_time_shows_its_duration(agentd_server, fake_openai, t
     trace = server.client.get(f"/api/admin/conversations/{conversation}").json()
     tool = [s for s in trace["turns"][0]["steps"] if s["type"] == "tool_call"][0]
     assert tool["duration_ms"] >= 300
+
+
+def test_admin_answers_match_the_openapi_description(server, people, fake_openai):
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    from agentd.api.openapi import SPEC_PATH
+    spec = yaml.safe_load(SPEC_PATH.read_text())
+
+    def check(response, schema_name):
+        validator = Draft202012Validator({"$ref": f"#/components/schemas/{schema_name}",
+                                          "components": spec["components"]})
+        errors = [e.message for e in validator.iter_errors(response.json())]
+        assert response.status_code == 200 and not errors, errors
+
+    fake_openai.script(Reply(tool_calls=[("lookup_order", {"order_id": 1})]), Reply(content="done"))
+    conversation = chat(people["alice"], "priced", "order 1?")
+    ops = people["ops"]
+    check(ops.get("/api/admin/usage", params={"group_by": "model"}), "UsageReport")
+    check(ops.get("/api/admin/conversations", params={"q": "order"}), "AdminConversationPage")
+    check(ops.get(f"/api/admin/conversations/{conversation}"), "ConversationTrace")
+    assert ops.get("/api/admin/usage", params={"to": "9999-12-31"}).status_code == 200

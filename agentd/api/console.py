@@ -175,7 +175,7 @@ def logout():
     return response
 
 
-@bp.get("/static/<path:filename>")
+@bp.get("/static/<filename>")
 def static(filename):
     return send_from_directory(STATIC_DIR, filename, max_age=3600)
 

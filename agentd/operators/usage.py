@@ -20,10 +20,12 @@ def parse_time(name: str, value: str | None, end: bool = False) -> dt.datetime |
     try:
         if len(value) == 10:
             day = dt.date.fromisoformat(value)
+            if end and day == dt.date.max:
+                return dt.datetime.max
             return dt.datetime.combine(day + dt.timedelta(days=1 if end else 0), dt.time())
         moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"{name}: not an ISO 8601 date or date-time: {value!r}") from None
+    except (ValueError, OverflowError):
+        raise InvalidRequest(f"{name}: not an ISO 8601 date or date-time: {value[:40]!r}") from None
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return moment
