@@ -150,3 +150,30 @@ def test_admin_answers_match_the_openapi_description(server, people, fake_openai
     check(ops.get("/api/admin/conversations", params={"q": "order"}), "AdminConversationPage")
     check(ops.get(f"/api/admin/conversations/{conversation}"), "ConversationTrace")
     assert ops.get("/api/admin/usage", params={"to": "9999-12-31"}).status_code == 200
+
+
+def test_search_reads_the_full_text_index_not_every_row(database):
+    """The plan of a search: the FTS5 table (SQLite) or the GIN indexes (PostgreSQL), no scan of message."""
+    import datetime as dt
+
+    from agentd.operators.conversations import _search_filter
+    from agentd.store.models import Conversation, Message
+    now = dt.datetime(2026, 1, 1)
+    with database.atomic():
+        Conversation.insert_many([{"id": f"conv_s{n}", "agent_id": "a", "user_id": "u", "title": f"Title {n}",
+                                   "created_at": now, "updated_at": now} for n in range(300)]).execute()
+        Message.insert_many([{"conversation": f"conv_s{n % 300}", "agent_id": "a", "user_id": "u",
+                              "role": "user", "content": f"message number {n} about parcels", "created_at": now,
+                              "status": "complete", "is_error": False} for n in range(3000)]).execute()
+    database.execute_sql("ANALYZE")
+    query = Conversation.select(Conversation.id).where(_search_filter("parcel 17"))
+    sql, params = database.get_sql_context().sql(query).query()
+    if "sqlite" in type(database).__name__.lower():
+        plan = "\n".join(str(r[-1]) for r in database.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
+        scans = [line.strip() for line in plan.splitlines() if line.strip().startswith("SCAN ")]
+        assert scans and all("VIRTUAL TABLE INDEX" in line for line in scans), plan  # only FTS5 lookups
+    else:
+        database.execute_sql("SET enable_seqscan = off")  # with few rows it would rightly scan anyway
+        plan = "\n".join(r[0] for r in database.execute_sql("EXPLAIN " + sql, params))
+        assert "message_search" in plan and "conversation_search" in plan, plan
+    assert [row.id for row in query] == ["conv_s17"]
