@@ -71,8 +71,6 @@ def _without_ledger(app) -> None:
     state = app.extensions["agentd"]
     for consumer in [c for c in state.operators if isinstance(c, UsageLedger)]:
         state.registry.manager.unregister(consumer)
-        if consumer.on_event in state.event_observers:
-            state.event_observers.remove(consumer.on_event)
 
 
 def statements(work: Path, turns: int) -> list[tuple]:
