@@ -92,7 +92,14 @@ def test_a_wrong_key_is_refused_on_the_login_page(page, stack):
     assert page.locator("#login-error").inner_text() == "A valid API key is required"
 
 
+def watch_csp(page) -> None:
+    """Record Content-Security-Policy violations (an init script runs outside the page's policy)."""
+    page.add_init_script("window.__csp = []; document.addEventListener('securitypolicyviolation',"
+                         " e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
+
+
 def test_the_usage_charts_are_drawn(page, stack, tmp_path):
+    watch_csp(page)  # the console sends a strict policy: no inline script or style anywhere
     sign_in(page, stack)
     page.wait_for_selector('.chart[data-drawn="true"] canvas')
     assert page.locator('.chart[data-drawn="true"]').count() == 4
@@ -107,7 +114,9 @@ def test_the_usage_charts_are_drawn(page, stack, tmp_path):
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }""")
     assert painted > 500
-    assert page.errors == []
+    policy = page.context.request.get(stack.url + "/admin/").headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    assert page.errors == [] and page.evaluate("window.__csp") == []
     shot(page, tmp_path, "console-usage.png")
 
 

@@ -29,6 +29,9 @@ from agentd.store.models import ApiKey
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "admin"
 COOKIE = "agentd_admin"
 SESSION_SECONDS = 12 * 3600
+# The console needs nothing but its own files: no inline script or style, no other origin.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 OPEN_ENDPOINTS = ("console.login", "console.login_post", "console.static")
 
 bp = Blueprint("console", __name__, url_prefix="/admin",
@@ -122,6 +125,7 @@ def _session_cookie(response: Response) -> Response:
         _set_session(response, {**session, "c": g.get("csrf") or secrets.token_urlsafe(24)})
     response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Content-Security-Policy", CSP)
     return response
 
 
@@ -190,9 +194,8 @@ def home():
         start, stop = (today - dt.timedelta(days=29)).isoformat(), today.isoformat()
     data = {"by_agent": usage.daily_series(start, stop, "agent"),
             "by_model": usage.daily_series(start, stop, "model")}
-    users = usage.usage_report("user", start, stop)
-    top = sorted(users["rows"], key=lambda r: r["prompt_tokens"] + r["completion_tokens"], reverse=True)[:10]
-    return render_template("admin/home.html", data=data, top_users=top, total=users["total"],
+    totals = usage.usage_report("agent", start, stop)["total"]
+    return render_template("admin/home.html", data=data, top_users=usage.top("user", start, stop), total=totals,
                            models=usage.usage_report("model", start, stop)["rows"], start=start or "",
                            stop=stop or "")
 

@@ -85,6 +85,16 @@ def usage_report(group_by: str, start: str | None = None, stop: str | None = Non
     return {"group_by": group_by, "rows": rows, "total": _figures(*(total or (0, 0, 0, None, 0)))}
 
 
+def top(group_by: str, start: str | None, stop: str | None, limit: int = 10) -> list[dict]:
+    """The `limit` groups with the most tokens (the console's top users), biggest first."""
+    begin, end = time_range(start, stop)
+    expr = GROUPS[group_by]
+    tokens = pw.fn.SUM(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
+    query = (UsageRecord.select(expr, *_aggregates()).where(_where(begin, end)).group_by(expr)
+             .order_by(tokens.desc(), expr).limit(limit).tuples())
+    return [{"key": _key(key), **_figures(*figures)} for key, *figures in query]
+
+
 def _day_span(first: str, last: str) -> list[str]:
     day, end, days = dt.date.fromisoformat(first), dt.date.fromisoformat(last), []
     while day <= end and len(days) < 3660:
