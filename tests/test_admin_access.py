@@ -93,3 +93,21 @@ def test_a_revoked_admin_key_loses_the_api(server):
         with server.state.db.connection_context():
             revoke_key(key_id)
         assert ops.get("/api/admin/usage").status_code == 401
+
+
+def test_the_session_cookie_is_secure_over_https(agentd_server, fake_openai, tmp_path):
+    server = start_operator_server(agentd_server, fake_openai, tmp_path, trusted_proxies=1)
+    _, key = new_key(server, "ops", admin=True)
+    with httpx.Client(base_url=server.url, headers={"X-Forwarded-Proto": "https"}) as browser:
+        login = browser.get("/admin/login")
+        assert "; Secure" in login.headers["set-cookie"]
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text).group(1)
+        # (the test talks plain http to the proxy's side, so hand the Secure cookie back itself)
+        browser.cookies.set("agentd_admin", login.cookies["agentd_admin"])
+        signed_in = browser.post("/admin/login", data={"key": key, "csrf_token": token})
+        cookie = signed_in.headers["set-cookie"]
+        assert signed_in.status_code == 302
+        for attribute in ("; Secure", "; HttpOnly", "; SameSite=Strict", "; Path=/admin"):
+            assert attribute in cookie, cookie
+    with httpx.Client(base_url=server.url) as plain:
+        assert "; Secure" not in plain.get("/admin/login").headers["set-cookie"]
