@@ -135,16 +135,16 @@ def _fill_postgres(database, turns: int) -> None:
     run = database.execute_sql
     with database.atomic():
         run("INSERT INTO conversation (id, agent_id, user_id, title, channel, created_at, updated_at) "
-            "SELECT 'conv_b' || i, 'agent' || (i % 5), 'user' || (i % 1000), 'Bench ' || i, 'api', "
+            "SELECT 'conv_b' || i, 'agent' || mod(i, 5), 'user' || mod(i, 1000), 'Bench ' || i, 'api', "
             f"'2026-01-01', '2026-01-01' FROM generate_series(1, {conversations}) AS i")
         run("INSERT INTO message (id, conversation_id, agent_id, user_id, role, content, is_error, status, "
             "prompt_tokens, completion_tokens, turn_id, created_at) "
-            f"SELECT i, 'conv_b' || (((i + 1) / 2) % {conversations} + 1), 'agent' || ((((i + 1) / 2) % {conversations} + 1) % 5), "
-            f"'user' || ((((i + 1) / 2) % {conversations} + 1) % 1000), "
-            "CASE i % 2 WHEN 1 THEN 'user' ELSE 'assistant' END, "
-            "CASE i % 2 WHEN 1 THEN 'Where is my order number ' || i || '?' ELSE 'Your order ' || i || ' has shipped and will arrive on Monday.' END, "
-            "false, 'complete', CASE i % 2 WHEN 0 THEN 120 END, CASE i % 2 WHEN 0 THEN 30 END, "
-            f"CASE i % 2 WHEN 0 THEN i - 1 END, '2026-01-01' FROM generate_series(1, {turns * 2}) AS i")
+            f"SELECT i, 'conv_b' || (mod((i + 1) / 2, {conversations}) + 1), 'agent' || mod(mod((i + 1) / 2, {conversations}) + 1, 5), "
+            f"'user' || mod(mod((i + 1) / 2, {conversations}) + 1, 1000), "
+            "CASE mod(i, 2) WHEN 1 THEN 'user' ELSE 'assistant' END, "
+            "CASE mod(i, 2) WHEN 1 THEN 'Where is my order number ' || i || '?' ELSE 'Your order ' || i || ' has shipped and will arrive on Monday.' END, "
+            "false, 'complete', CASE mod(i, 2) WHEN 0 THEN 120 END, CASE mod(i, 2) WHEN 0 THEN 30 END, "
+            f"CASE mod(i, 2) WHEN 0 THEN i - 1 END, '2026-01-01' FROM generate_series(1, {turns * 2}) AS i")
         run(f"SELECT setval(pg_get_serial_sequence('message', 'id'), {turns * 2})")
         run("INSERT INTO usage_record (created_at, turn_id, conversation_id, agent_id, user_id, provider, model, "
             "prompt_tokens, completion_tokens, duration_ms, cost_nanousd) "
