@@ -135,10 +135,8 @@ def _error_page(exc: ApiError):
     return Response(html, status=exc.status, mimetype="text/html", headers=exc.headers)
 
 
-@bp.app_context_processor
+@bp.context_processor
 def _template_values():
-    if not request.blueprint == "console":
-        return {}
     return {"csrf_token": _csrf(), "console_user": g.get("console_user")}
 
 
