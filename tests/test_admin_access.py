@@ -95,9 +95,14 @@ def test_a_revoked_admin_key_loses_the_api(server):
         assert ops.get("/api/admin/usage").status_code == 401
 
 
-def test_the_session_cookie_is_secure_over_https(agentd_server, fake_openai, tmp_path):
+def test_the_session_cookie_is_secure_over_https(agentd_server, fake_openai, tmp_path, database_url):
+    from agentd.auth import create_key
+    from agentd.store import connect_database
+    database = connect_database(database_url)  # a key first: behind a proxy there is no open mode
+    with database.connection_context():
+        key = create_key("ops", admin=True)[1]
+    database.close()
     server = start_operator_server(agentd_server, fake_openai, tmp_path, trusted_proxies=1)
-    _, key = new_key(server, "ops", admin=True)
     with httpx.Client(base_url=server.url, headers={"X-Forwarded-Proto": "https"}) as browser:
         login = browser.get("/admin/login")
         assert "; Secure" in login.headers["set-cookie"]
