@@ -156,7 +156,7 @@ def test_search_reads_the_full_text_index_not_every_row(database):
     """The plan of a search: the FTS5 table (SQLite) or the GIN indexes (PostgreSQL), no scan of message."""
     import datetime as dt
 
-    from agentd.operators.conversations import _search_filter
+    from agentd.store.admin import search_plan
     from agentd.store.models import Conversation, Message
     now = dt.datetime(2026, 1, 1)
     with database.atomic():
@@ -166,8 +166,7 @@ def test_search_reads_the_full_text_index_not_every_row(database):
                               "role": "user", "content": f"message number {n} about parcels", "created_at": now,
                               "status": "complete", "is_error": False} for n in range(3000)]).execute()
     database.execute_sql("ANALYZE")
-    query = Conversation.select(Conversation.id).where(_search_filter("parcel 17"))
-    sql, params = database.get_sql_context().sql(query).query()
+    sql, params = search_plan(["parcel", "17"])
     if "sqlite" in type(database).__name__.lower():
         plan = "\n".join(str(r[-1]) for r in database.execute_sql("EXPLAIN QUERY PLAN " + sql, params))
         scans = [line.strip() for line in plan.splitlines() if line.strip().startswith("SCAN ")]
@@ -176,4 +175,4 @@ def test_search_reads_the_full_text_index_not_every_row(database):
         database.execute_sql("SET enable_seqscan = off")  # with few rows it would rightly scan anyway
         plan = "\n".join(r[0] for r in database.execute_sql("EXPLAIN " + sql, params))
         assert "message_search" in plan and "conversation_search" in plan, plan
-    assert [row.id for row in query] == ["conv_s17"]
+    assert [row[0] for row in database.execute_sql(sql, params)] == ["conv_s17"]

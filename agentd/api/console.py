@@ -24,7 +24,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from agentd.auth import any_key_exists, bearer_principal, create_key, hash_key, list_keys, revoke_key
 from agentd.errors import ApiError, Forbidden, InvalidRequest, Unauthorized
 from agentd.operators import conversations, usage
-from agentd.store.models import ApiKey
+from agentd.store import keys
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "admin"
 COOKIE = "agentd_admin"
@@ -70,7 +70,7 @@ def _from_cookie(session: dict) -> bool:
     digest = session.get("k")
     if not digest:
         return False
-    row = ApiKey.get_or_none(ApiKey.key_hash == digest)
+    row = keys.by_hash(digest)
     if row is None or row.revoked_at is not None:
         return False
     if not row.is_admin:

@@ -10,12 +10,11 @@ import csv
 import json
 from typing import IO, Iterator
 
-import peewee as pw
-
 from agentd.operators.pricing import from_nanousd
 from agentd.operators.usage import time_range
+from agentd.store import admin as store
+from agentd.store import ledger
 from agentd.store.messages import iso
-from agentd.store.models import Conversation, Message, UsageRecord
 
 COLUMNS = ["conversation_id", "agent_id", "user_id", "channel", "question", "answer", "prompt_tokens",
            "completion_tokens", "cost_usd", "tool_calls", "created_at"]
@@ -23,22 +22,10 @@ FORMATS = ("jsonl", "csv")
 BATCH = 1000
 
 
-def _turn_page(after: int, where) -> list[tuple]:
-    return list(Message.select(Message.id, Message.conversation, Message.agent_id, Message.user_id,
-                               Conversation.channel, Message.content, Message.created_at)
-                .join(Conversation, on=(Message.conversation == Conversation.id))
-                .where(where & (Message.role == "user") & (Message.id > after))
-                .order_by(Message.id).limit(BATCH).tuples())
-
-
 def _page_steps(turn_ids: list[int]) -> dict[int, dict]:
     """Per turn: its final answer, summed tokens and the tools called, in order."""
     found: dict[int, dict] = {}
-    query = (Message.select(Message.turn_id, Message.role, Message.content, Message.tool_calls,
-                            Message.prompt_tokens, Message.completion_tokens, Message.name)
-             .where(Message.turn_id.in_(turn_ids) & (Message.role << ["assistant", "tool"]))
-             .order_by(Message.id).tuples())
-    for turn_id, role, content, calls, prompt, completion, name in query:
+    for turn_id, role, content, calls, prompt, completion, name in store.turn_steps(turn_ids):
         turn = found.setdefault(turn_id, {"answer": None, "prompt": 0, "completion": 0, "tools": []})
         if role == "tool":
             turn["tools"].append(name)
@@ -50,29 +37,16 @@ def _page_steps(turn_ids: list[int]) -> dict[int, dict]:
     return found
 
 
-def _page_costs(turn_ids: list[int]) -> dict[int, int]:
-    query = (UsageRecord.select(UsageRecord.turn_id, pw.fn.SUM(UsageRecord.cost_nanousd))
-             .where(UsageRecord.turn_id.in_(turn_ids)).group_by(UsageRecord.turn_id).tuples())
-    return {turn: int(cost) for turn, cost in query if cost is not None}
-
-
 def turns(agent: str | None = None, since: str | None = None, until: str | None = None) -> Iterator[dict]:
     """Every turn matching the filters, oldest first, as export rows."""
     begin, end = time_range(since, until, ("since", "until"))
-    where = pw.Value(True)
-    if agent:
-        where &= Message.agent_id == agent
-    if begin is not None:
-        where &= Message.created_at >= begin
-    if end is not None:
-        where &= Message.created_at < end
     after = 0
     while True:
-        page = _turn_page(after, where)
+        page = store.turn_page(after, agent, begin, end, BATCH)
         if not page:
             return
         ids = [row[0] for row in page]
-        steps, costs = _page_steps(ids), _page_costs(ids)
+        steps, costs = _page_steps(ids), ledger.costs_by_turn(ids)
         for turn_id, conversation_id, agent_id, user_id, channel, question, created_at in page:
             found = steps.get(turn_id) or {"answer": None, "prompt": 0, "completion": 0, "tools": []}
             yield {"conversation_id": conversation_id, "agent_id": agent_id, "user_id": user_id,

@@ -9,12 +9,13 @@ statement outside that transaction.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import weakref
 
 from agentd.hookspecs import hookimpl
 from agentd.operators.pricing import call_cost
-from agentd.store.models import UsageRecord, utcnow
+from agentd.store import ledger as store
 
 log = logging.getLogger("agentd.ledger")
 
@@ -45,7 +46,8 @@ def ledger_row(run, completion) -> dict:
     provider, model = run.recorder.provider, run.recorder.model
     usage = completion.usage
     principal = run.principal
-    return {"created_at": utcnow(), "run_id": getattr(run, "run_id", None),
+    return {"created_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),  # when the call ended
+            "run_id": getattr(run, "run_id", None),
             "turn_id": getattr(run.conversation, "user_message_id", None),
             "conversation_id": run.conversation_id, "agent_id": run.agent.id,
             "user_id": principal.user_id, "key_id": getattr(principal, "key_id", None),
@@ -58,6 +60,5 @@ def ledger_row(run, completion) -> dict:
 
 def write_rows(rows: list[dict]) -> None:
     """Insert the turn's ledger rows in one statement (called inside the turn's transaction)."""
-    if rows:
-        UsageRecord.insert_many(rows).execute()
-        rows.clear()
+    store.insert(rows)
+    rows.clear()

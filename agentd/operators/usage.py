@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import peewee as pw
-
 from agentd.errors import InvalidRequest
 from agentd.operators.pricing import from_nanousd
-from agentd.store.models import UsageRecord
+from agentd.store import ledger
 
-GROUPS = {"agent": UsageRecord.agent_id, "user": UsageRecord.user_id, "model": UsageRecord.model,
-          "key": UsageRecord.key_id, "day": pw.fn.DATE(UsageRecord.created_at).coerce(False)}
+GROUPS = tuple(ledger.GROUPS)
 
 
 def parse_time(name: str, value: str | None, end: bool = False) -> dt.datetime | None:
@@ -39,23 +36,6 @@ def time_range(start: str | None, stop: str | None,
     return begin, end
 
 
-def _where(begin, end, agent: str | None = None):
-    where = pw.Value(True)
-    if begin is not None:
-        where &= UsageRecord.created_at >= begin
-    if end is not None:
-        where &= UsageRecord.created_at < end
-    if agent:
-        where &= UsageRecord.agent_id == agent
-    return where
-
-
-def _aggregates():
-    return [pw.fn.COUNT(pw.fn.DISTINCT(UsageRecord.turn_id)), pw.fn.SUM(UsageRecord.prompt_tokens),
-            pw.fn.SUM(UsageRecord.completion_tokens), pw.fn.SUM(UsageRecord.cost_nanousd),
-            pw.fn.COUNT(UsageRecord.id) - pw.fn.COUNT(UsageRecord.cost_nanousd)]
-
-
 def _figures(turns, prompt, completion, cost, unpriced) -> dict:
     # Unpriced calls add nothing to cost_usd, which is null when no call of the group had a
     # price; `unpriced_calls` says how many calls the sum leaves out.
@@ -65,34 +45,20 @@ def _figures(turns, prompt, completion, cost, unpriced) -> dict:
             "unpriced_calls": int(unpriced or 0)}
 
 
-def _key(value):
-    if isinstance(value, dt.datetime):
-        value = value.date()
-    return value.isoformat() if isinstance(value, dt.date) else value
-
-
 def usage_report(group_by: str, start: str | None = None, stop: str | None = None,
                  agent: str | None = None, names: tuple[str, str] = ("from", "to")) -> dict:
     """`{"rows": [{"key", "turns", "prompt_tokens", "completion_tokens", "cost_usd"}], "total"}`."""
     if group_by not in GROUPS:
         raise InvalidRequest(f"group_by: must be one of {', '.join(GROUPS)}")
     begin, end = time_range(start, stop, names)
-    where = _where(begin, end, agent)
-    expr = GROUPS[group_by]
-    query = (UsageRecord.select(expr, *_aggregates()).where(where).group_by(expr).order_by(expr).tuples())
-    rows = [{"key": _key(key), **_figures(*figures)} for key, *figures in query]
-    total = UsageRecord.select(*_aggregates()).where(where).tuples().first()
-    return {"group_by": group_by, "rows": rows, "total": _figures(*(total or (0, 0, 0, None, 0)))}
+    rows = [{"key": key, **_figures(*figures)} for key, *figures in ledger.grouped(group_by, begin, end, agent)]
+    return {"group_by": group_by, "rows": rows, "total": _figures(*ledger.totals(begin, end, agent))}
 
 
 def top(group_by: str, start: str | None, stop: str | None, limit: int = 10) -> list[dict]:
     """The `limit` groups with the most tokens (the console's top users), biggest first."""
     begin, end = time_range(start, stop)
-    expr = GROUPS[group_by]
-    tokens = pw.fn.SUM(UsageRecord.prompt_tokens + UsageRecord.completion_tokens)
-    query = (UsageRecord.select(expr, *_aggregates()).where(_where(begin, end)).group_by(expr)
-             .order_by(tokens.desc(), expr).limit(limit).tuples())
-    return [{"key": _key(key), **_figures(*figures)} for key, *figures in query]
+    return [{"key": key, **_figures(*figures)} for key, *figures in ledger.top(group_by, begin, end, limit)]
 
 
 def _day_span(first: str, last: str) -> list[str]:
@@ -109,14 +75,9 @@ def daily_series(start: str | None, stop: str | None, by: str) -> dict:
     Every day of the range is present (a day without calls counts 0 tokens and $0).
     """
     begin, end = time_range(start, stop)
-    day, name = GROUPS["day"], GROUPS[by]
-    query = (UsageRecord.select(day, name, pw.fn.SUM(UsageRecord.prompt_tokens + UsageRecord.completion_tokens),
-                                pw.fn.SUM(UsageRecord.cost_nanousd))
-             .where(_where(begin, end)).group_by(day, name).order_by(day, name).tuples())
     series: dict[str, dict] = {}
     seen: list[str] = []
-    for when, label, tokens, cost in query:
-        when = _key(when)
+    for when, label, tokens, cost in ledger.daily(by, begin, end):
         seen.append(when)
         entry = series.setdefault(label or "?", {"tokens": {}, "cost": {}})
         entry["tokens"][when] = int(tokens or 0)
