@@ -218,3 +218,23 @@ def test_cli_keys_create_admin_and_list(server, database_url):
     admin_of = {line.split()[1]: line.split()[3] for line in listing[1:]}
     assert admin_of == {"ops": "yes", "alice": "no"}
     assert client(server, key).get("/api/admin/usage").status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_turn_paused_for_approval_keeps_its_model_calls_in_the_ledger(agentd_server, fake_openai, tmp_path,
+                                                                        stream):
+    from tests.approval_support import SHOP_PLUGIN, decide, plugin_folder, shop_agent
+    folder = plugin_folder(tmp_path, shop=SHOP_PLUGIN)
+    server = agentd_server({"shop": shop_agent(fake_openai)}, plugins_dir=str(folder))
+    fake_openai.script(Reply(tool_calls=[("refund_order", {"order_id": 1042, "amount": 20})], usage=(40, 9)),
+                       Reply(content="Refunded.", usage=(60, 4)))
+    paused = server.client.post("/api/agents/shop/chat", json={"message": "Refund 1042", "stream": stream})
+    body = sse_events(paused)[-1]["message"] if stream else paused.json()
+    conversation = body["conversation_id"]
+    with server.state.db.connection_context():
+        assert [(r.prompt_tokens, r.completion_tokens) for r in UsageRecord.select()] == [(40, 9)]
+    approval = server.client.get(f"/api/conversations/{conversation}/approvals").json()["approvals"][0]
+    assert decide(server, conversation, approval["id"]).status_code == 200
+    with server.state.db.connection_context():
+        rows = UsageRecord.select().order_by(UsageRecord.id)
+        assert [(r.prompt_tokens, r.completion_tokens) for r in rows] == [(40, 9), (60, 4)]

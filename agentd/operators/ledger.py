@@ -59,6 +59,9 @@ def ledger_row(run, completion) -> dict:
 
 
 def write_rows(rows: list[dict]) -> None:
-    """Insert the turn's ledger rows in one statement (called inside the turn's transaction)."""
+    """Insert the turn's ledger rows gathered since its last commit, in one statement
+    (called inside the turn's transaction); nothing when there are none."""
+    if not rows:
+        return
     store.insert(rows)
     rows.clear()

@@ -142,6 +142,7 @@ class TurnRecorder:
         with db.atomic():
             prepared.update_by_id(Message, self.step_id, {"status": AWAITING})
             also(self.step_id)
+            self._run_at_commit()  # the model calls so far (the usage ledger) commit with the pause
         return self.step_id
 
     def fail(self, status: str) -> int | None:
@@ -207,8 +208,9 @@ class TurnRecorder:
 
 
     def _run_at_commit(self) -> None:
-        writes, self.at_commit = self.at_commit, []
-        for write in writes:
+        # Kept for the turn's later commits: a resumed or multi-commit turn writes what
+        # each writer gathered since the previous commit (a writer with nothing writes nothing).
+        for write in self.at_commit:
             write()
 
 
