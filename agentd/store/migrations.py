@@ -70,8 +70,9 @@ MIGRATIONS = [(1, m001_initial), (2, m002_indexes), (3, m003_idempotency_expiry)
               (10, m010_agent_usage), (30, m030_runs), (70, m070_approvals),
               (71, m071_longer_message_status)]
 
-from agentd.store.operator_migrations import OPERATOR_MIGRATIONS  # noqa: E402  (60-69: issue 19)
-MIGRATIONS += OPERATOR_MIGRATIONS
+from agentd.store.operator_migrations import OPERATOR_MIGRATIONS  # noqa: E402  (60-69: the operator's view)
+# Applied in version order: a new database gets the same schema history as one that grew.
+MIGRATIONS = sorted(MIGRATIONS + OPERATOR_MIGRATIONS, key=lambda item: item[0])
 
 
 def _serialise(database) -> None:
