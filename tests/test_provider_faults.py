@@ -19,7 +19,7 @@ from tests.fakes.anthropic_server import anthropic_agent
 from tests.fakes.gemini_server import Reply as GeminiReply
 from tests.fakes.gemini_server import gemini_agent
 
-STALL_TIMEOUTS = {"first_byte": 0.5, "idle": 0.5}
+STALL_TIMEOUTS = {"first_byte": 2.0, "idle": 2.0}  # short, yet longer than a busy CI machine's pauses
 CALL = [("calculator", {"expression": "1+1"})]
 
 
