@@ -3,9 +3,9 @@
 
 It creates .venv, installs the pinned requirements and agentd itself (editable,
 so `.venv/bin/agentd` exists) into it, once and again when they change, then
-runs the server or the whole test suite: the import-layer contracts, then side
-by side pytest on SQLite, pytest on a throwaway PostgreSQL server when one can
-be started here, and the schemathesis check of the live API. The last line
+runs the server or the whole test suite: the import-layer contracts, pytest on
+SQLite and, at the same time, pytest on a throwaway PostgreSQL server when one
+can be started here, then the schemathesis check of the live API. The last line
 of `test` sums every stage: `dev: N passed, N failed, N skipped`.
 """
 from __future__ import annotations
@@ -116,10 +116,6 @@ def test(args: list[str]) -> None:
     else:
         print("PostgreSQL is not installed here: the PostgreSQL run is skipped "
               "(apt-get install postgresql to include it).", flush=True)
-    # schemathesis is time-boxed and runs its own server: it fits beside the two passes.
-    fuzz = None
-    if (ROOT / ".ci" / "schemathesis").exists() and not args:
-        fuzz = Stage("schemathesis against the live API", ["bash", ".ci/schemathesis"], env)
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     for stage in stages:
         code, output = stage.finish()
@@ -128,8 +124,8 @@ def test(args: list[str]) -> None:
             counted["failed"] = 1  # the run broke before its summary (collection error, crash)
         failed |= code
         totals = {k: totals[k] + counted[k] for k in totals}
-    if fuzz is not None:
-        code, output = fuzz.finish()
+    if (ROOT / ".ci" / "schemathesis").exists() and not args:
+        code, output = Stage("schemathesis against the live API", ["bash", ".ci/schemathesis"], env).finish()
         counted = schemathesis_totals(output)
         if code != 0 and not counted["failed"]:
             counted["failed"] = 1
