@@ -14,14 +14,11 @@ import pytest
 
 from tests.admin_support import client, new_key, start_operator_server
 from tests.conftest import Reply
-from tests.widget_support import PageServer
+from tests.widget_support import CHROMIUM, CHROMIUM_FLAGS, PageServer
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 

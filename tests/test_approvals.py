@@ -189,15 +189,20 @@ def test_approval_responses_match_the_openapi_description(shop, fake_openai):
         "/api/conversations/{conversation_id}/approvals/{approval_id}"
     fake_openai.script(Reply(tool_calls=[REFUND, ("refund_order", {"order_id": 2, "amount": 1})]))
     paused = shop.chat("shop", "Refund two")
+    assert paused.status_code == 200
     conforms(paused, "/api/agents/{agent_id}/chat", "POST")
     conversation = paused.json()["conversation_id"]
     first, second = [a["id"] for a in paused.json()["approvals"]]
-    conforms(shop.client.get(f"/api/conversations/{conversation}/approvals"), listing, "GET")
-    conforms(shop.client.get("/api/conversations/conv_nope/approvals"), listing, "GET")
-    conforms(shop.chat("shop", "again", conversation_id=conversation), "/api/agents/{agent_id}/chat", "POST")
-    conforms(decide(shop, conversation, first, "deny"), deciding, "POST")
-    conforms(decide(shop, conversation, first, "deny"), deciding, "POST")
-    conforms(decide(shop, conversation, "apr_nope"), deciding, "POST")
+    answers = [(shop.client.get(f"/api/conversations/{conversation}/approvals"), listing, "GET"),
+               (shop.client.get("/api/conversations/conv_nope/approvals"), listing, "GET"),
+               (shop.chat("shop", "again", conversation_id=conversation), "/api/agents/{agent_id}/chat", "POST"),
+               (decide(shop, conversation, first, "deny"), deciding, "POST"),
+               (decide(shop, conversation, first, "deny"), deciding, "POST"),
+               (decide(shop, conversation, "apr_nope"), deciding, "POST")]
+    # Each kind of answer the contract names: listed, unknown, pending, still waiting, resolved, unknown id.
+    assert [response.status_code for response, _, _ in answers] == [200, 404, 409, 202, 409, 404]
+    for response, path, method in answers:
+        conforms(response, path, method)  # raises when the body breaks the OpenAPI description
     conforms(shop.client.post(f"/api/conversations/{conversation}/approvals/{second}", json=[]), deciding, "POST")
     fake_openai.script(Reply(content="ok"))
     conforms(decide(shop, conversation, second, stream=True), deciding, "POST")

@@ -11,15 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Reply
-from tests.widget_support import PageServer, host_page, start_widget_server, widget_agent
+from tests.widget_support import CHROMIUM, CHROMIUM_FLAGS, PageServer, host_page, start_widget_server, widget_agent
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
 
-# Without the background-networking flags Chromium's own connections are refused.
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
