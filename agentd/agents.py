@@ -113,7 +113,10 @@ class Agent:
                 self._resolved = choose_candidate(self.model)
             except Exception:  # noqa: BLE001 — no candidate: requests keep answering 503 each time
                 log.warning("agent %s: no model candidate is available", self.id)
-        self._probe = threading.Thread(target=probe, daemon=True, name=f"agentd-probe-{self.id}")
+        # Not a daemon: a process that ends during a probe waits for it (at most the
+        # probe's 2 s timeout) instead of finalizing the interpreter under an
+        # httpx/ssl call, which can crash the process (seen as SIGSEGV at exit).
+        self._probe = threading.Thread(target=probe, daemon=False, name=f"agentd-probe-{self.id}")
         self._probe.start()
 
     def setting(self, key: str, default=None):
@@ -306,8 +309,12 @@ def agent_files(folder: str | os.PathLike) -> list[Path]:
     return sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
 
 
-def load_agents(folder, registry) -> tuple[dict[str, Agent], list[AgentProblem]]:
-    """Every valid agent in a folder, and the problems of the files that were refused."""
+def load_agents(folder, registry, probe: bool = True) -> tuple[dict[str, Agent], list[AgentProblem]]:
+    """Every valid agent in a folder, and the problems of the files that were refused.
+
+    `probe=False` (for `agentd agents check`) starts no `provider: auto` probe: a
+    short-lived command has no request to answer, and must not exit under a probe.
+    """
     agents, problems = {}, []
     for path in agent_files(folder):
         try:
@@ -317,6 +324,7 @@ def load_agents(folder, registry) -> tuple[dict[str, Agent], list[AgentProblem]]
             for problem in exc.problems:
                 log.error("agent file refused: %s", problem)
             continue
-        agent.probe_candidates()
+        if probe:
+            agent.probe_candidates()
         agents[agent.id] = agent
     return agents, problems

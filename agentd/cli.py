@@ -49,7 +49,7 @@ def cmd_agents_check(args) -> int:
 
     config = Config.from_env(**({"agents_dir": args.dir} if args.dir else {}))
     registry = load_plugins(split_path_list(config.plugins_dir), entry_points=config.entry_points)
-    agents, problems = load_agents(config.agents_dir, registry)
+    agents, problems = load_agents(config.agents_dir, registry, probe=False)
     for agent_id in agents:
         print(f"ok    {agent_id}")
     for problem in problems:
