@@ -43,7 +43,9 @@ def _genai_prices():
 
 def warm_up() -> None:
     """Import the price list in a background thread, so the first turn does not wait for it."""
-    threading.Thread(target=_safe_import, daemon=True, name="agentd-prices").start()
+    # Not a daemon: an interpreter that finalizes during an import can crash; a process
+    # that ends this early waits the second the import takes.
+    threading.Thread(target=_safe_import, daemon=False, name="agentd-prices").start()
 
 
 def _safe_import() -> None:
