@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -277,6 +279,38 @@ def test_widget_js_is_served_cacheable_and_open(server):
     assert again.status_code == 304
     # Widget sessions still work with keys around: they are the widget's own credential.
     assert server.session("bot", SITE).status_code == 200
+
+
+def test_widget_js_is_its_parts_joined_in_name_order(server):
+    from agentd.api.widget import WIDGET_PARTS
+    parts = sorted(WIDGET_PARTS.glob("*.js"))
+    script = server.client.get("/widget.js")
+    assert script.content == b"".join(part.read_bytes() for part in parts)
+    assert script.text.startswith("/*! agentd chat widget") and script.text.endswith("})();\n")
+    too_long = [part.name for part in parts if len(part.read_text().splitlines()) > 500]
+    assert too_long == []
+
+
+def test_widget_js_is_valid_javascript(server, tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    path = tmp_path / "widget.js"
+    path.write_bytes(server.client.get("/widget.js").content)
+    checked = subprocess.run([node, "--check", str(path)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_an_edited_part_is_served_with_a_new_etag(server, tmp_path, monkeypatch):
+    from agentd.api import widget
+    parts = tmp_path / "parts"
+    shutil.copytree(widget.WIDGET_PARTS, parts)
+    monkeypatch.setattr(widget, "WIDGET_PARTS", parts)
+    before = server.client.get("/widget.js")
+    (parts / "95-extra.js").write_text("  var addedByTheTest = 1;\n")
+    after = server.client.get("/widget.js", headers={"If-None-Match": before.headers["ETag"]})
+    assert after.status_code == 200 and after.headers["ETag"] != before.headers["ETag"]
+    assert after.text.endswith("  var addedByTheTest = 1;\n})();\n")
 
 
 def test_demo_page_lists_widget_agents_escaped(server):

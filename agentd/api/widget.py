@@ -31,10 +31,10 @@ import os
 import re
 import secrets
 import time
+from functools import lru_cache
 from pathlib import Path
 
-from flask import (Blueprint, Response, current_app, g, jsonify, render_template_string, request,
-                   send_from_directory)
+from flask import Blueprint, Response, current_app, g, jsonify, render_template_string, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from agentd.api.validation import json_body
@@ -46,6 +46,7 @@ from agentd.vocab import Event
 bp = Blueprint("widget", __name__)
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+WIDGET_PARTS = STATIC_DIR / "widget"
 SESSION_PATH = "/api/widget/session"
 TOKEN_SALT = "agentd.widget.session.v1"
 TOKEN_TTL = 3600
@@ -332,13 +333,32 @@ def _widget_run(conversation_id: str, action: str, approval_id: str | None = Non
 
 # ------------------------------------------------------- script and demo
 
+def widget_script() -> tuple[bytes, str]:
+    """/widget.js and its ETag: the parts in static/widget/ joined in name order.
+
+    The widget stays one `<script>` tag for site owners and readable modules for us,
+    with no build step; the join is redone only when a part changes on disk.
+    """
+    parts = sorted(WIDGET_PARTS.glob("*.js"))
+    return _joined(tuple((str(part), part.stat().st_mtime_ns) for part in parts))
+
+
+@lru_cache(maxsize=4)
+def _joined(parts: tuple[tuple[str, int], ...]) -> tuple[bytes, str]:
+    body = b"".join(Path(name).read_bytes() for name, _ in parts)
+    return body, hashlib.sha256(body).hexdigest()[:32]
+
+
 @bp.get("/widget.js")
 def widget_js():
-    response = send_from_directory(STATIC_DIR, "widget.js", mimetype="text/javascript",
-                                   max_age=3600, conditional=True)
+    body, etag = widget_script()
+    response = Response(body, mimetype="text/javascript")
+    response.set_etag(etag)
+    response.cache_control.public = True
+    response.cache_control.max_age = 3600
     response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
     response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return response.make_conditional(request)
 
 
 @bp.get("/")
