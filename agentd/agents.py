@@ -137,7 +137,10 @@ class Agent:
         """The public description (docs/api.md AgentInfo): never a secret or the system prompt."""
         return {"id": self.id, "name": self.name, "description": self.spec.get("description", ""),
                 "model": self._public_model(),
-                "tools": list(self.tools), "widget": {"enabled": bool(self.widget.get("enabled"))}}
+                "tools": list(self.tools),
+                # MCP tools are discovered from the servers at turn time: the servers are named.
+                "mcp_servers": list(self.spec.get("mcp_servers") or {}),
+                "widget": {"enabled": bool(self.widget.get("enabled"))}}
 
 
 def _node_at(root: yaml.Node, path: list) -> yaml.Node:

@@ -60,6 +60,8 @@ def test_tools_are_offered_with_schemas_and_a_call_streams_and_is_stored(agentd_
     stored = server.history("bot", conversation_id=events[0]["conversation_id"]).json()["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
     assert json.loads(unframed(stored[2]["content"]))["timezone"] == "UTC"
+    info = server.client.get("/api/agents/bot").json()
+    assert info["mcp_servers"] == ["time"] and "time__get_current_time" not in info["tools"]
 
 
 def test_http_server_results_allowlist_structured_content_and_images(agentd_server, fake_openai, mcp_http):
