@@ -138,14 +138,20 @@ def test_keys_are_created_once_and_revoked_with_csrf(page, stack, tmp_path):
     sign_in(page, stack)
     page.click("text=API keys")
     page.fill("#create-key input[name=user]", "carol")
+    sent = {name: page.locator(f"#create-key input[name={name}]").input_value()
+            for name in ("csrf_token", "form_id", "user")}
     page.click("#create-key button")
     new_key_value = page.locator("#new-key-value").inner_text()
     assert new_key_value.startswith("agd_")
+    # Reloading that page sends the same form again: refused, and no second key.
+    again = page.context.request.post(stack.url + "/admin/keys", form=sent)
+    assert again.status == 409 and "already sent" in again.text() and "agd_" not in again.text()
     assert httpx.get(stack.url + "/api/agents", headers={"Authorization": f"Bearer {new_key_value}"}).status_code == 200
     shot(page, tmp_path, "console-keys.png")
     page.goto(stack.url + "/admin/keys")
     assert page.locator("#new-key-value").count() == 0  # shown once
     row = page.locator("#keys tr", has_text="carol")
+    assert row.count() == 1
     row.locator("button", has_text="Revoke").click()
     page.wait_for_selector("#keys tr:has-text('carol') .status")
     assert httpx.get(stack.url + "/api/agents", headers={"Authorization": f"Bearer {new_key_value}"}).status_code == 401

@@ -120,6 +120,37 @@ def test_streamed_request_is_replayed_as_start_and_done(server, fake_openai):
     assert fake_openai.calls == 1
 
 
+def test_a_client_that_leaves_a_stream_and_retries_does_not_run_the_turn_twice(server, fake_openai):
+    release = threading.Event()
+    fake_openai.script(Reply(func=lambda body: (release.wait(10), Reply(content="Slow answer"))[1]))
+    body = {"message": "Hi", "stream": True}
+    with server.client.stream("POST", "/api/agents/bot/chat", json=body,
+                              headers={"Idempotency-Key": "key-1"}) as response:
+        assert response.status_code == 200
+        _wait_for(lambda: fake_openai.calls == 1)
+    # The client is gone; the run goes on. A retry meanwhile is told the first one still runs.
+    busy = post(server.client, body)
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "IDEMPOTENCY_IN_PROGRESS"
+    release.set()
+    _wait_for(lambda: post(server.client, body).status_code == 200)
+    events = sse_events(post(server.client, body))
+    assert [e["type"] for e in events] == ["start", "done"]
+    assert events[1]["message"]["content"] == "Slow answer"
+    assert fake_openai.calls == 1
+    with server.state.db.connection_context():
+        assert Message.select().count() == 2  # one user message, one answer
+
+
+def test_a_stream_that_fails_frees_the_key(server, fake_openai):
+    fake_openai.script(Reply(status=500))
+    body = {"message": "Hi", "stream": True}
+    failed = sse_events(post(server.client, body))
+    assert failed[-1]["type"] == "error"
+    fake_openai.script(Reply(content="Second try"))
+    retried = sse_events(post(server.client, body))
+    assert retried[-1]["type"] == "done" and retried[-1]["message"]["content"] == "Second try"
+
+
 def _age_records(hours: int) -> None:
     for record in IdempotencyRecord.select():
         IdempotencyRecord.update(created_at=record.created_at - dt.timedelta(hours=hours)).where(

@@ -227,6 +227,31 @@ def test_idempotency_key_replays_in_openai_shape(served, client, fake_openai):
                                        extra_headers=headers)
 
 
+def test_a_stream_left_early_is_not_run_again_by_a_retry_with_its_key(served, client, fake_openai):
+    import threading
+    from tests.test_conversations import _wait_for
+    release = threading.Event()
+    fake_openai.script(Reply(func=lambda body: (release.wait(10), Reply(content="Slow answer"))[1]))
+    body = {"model": "bot", "messages": [{"role": "user", "content": "once"}], "stream": True,
+            "extra_headers": {"Idempotency-Key": "k-left"}}
+    stream = client.chat.completions.create(**body)
+    _wait_for(lambda: fake_openai.calls == 1)
+    stream.close()  # the client leaves; the run goes on
+    with pytest.raises(openai.ConflictError):
+        client.chat.completions.create(**body)
+    release.set()
+
+    def replayed():
+        try:
+            return list(client.chat.completions.create(**body))
+        except openai.ConflictError:  # the run is still storing its answer
+            return None
+    _wait_for(lambda: replayed() is not None)
+    replay = replayed()
+    assert "".join(c.choices[0].delta.content or "" for c in replay if c.choices) == "Slow answer"
+    assert fake_openai.calls == 1
+
+
 def test_guardrails_and_cache_see_the_client_history(agentd_server, fake_openai):
     from tests.conftest import openai_agent
     server = agentd_server({"bot": openai_agent(fake_openai, cache={"ttl": 60}, guardrails={

@@ -60,7 +60,9 @@ def start_run(turn):
     """
     release = connection_releaser(state().db)
     release()
-    return state().runs.begin(turn).start(release=release)
+    run = state().runs.begin(turn)
+    idempotency.bind_run(run)  # a claimed Idempotency-Key follows the run, not this connection
+    return run.start(release=release)
 
 
 def send_message(agent_id: str, body: dict, channel: str, filter_event=None):

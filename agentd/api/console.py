@@ -29,6 +29,7 @@ from agentd.store import keys
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static" / "admin"
 COOKIE = "agentd_admin"
 SESSION_SECONDS = 12 * 3600
+USED_FORMS_KEPT = 20  # the key forms a session already sent, refused if sent again
 # The console needs nothing but its own files: no inline script or style, no other origin.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
@@ -235,19 +236,35 @@ def agents_page():
 
 @bp.get("/keys")
 def keys_page():
-    return render_template("admin/keys.html", keys=list_keys(), created=None, error=None)
+    return _keys_page()
+
+
+def _keys_page(created=None, error=None, status=200) -> Response:
+    # Each rendering of the form gets its own id, so a resubmitted form is recognised.
+    html = render_template("admin/keys.html", keys=list_keys(), created=created, error=error,
+                           form_id=secrets.token_urlsafe(12))
+    return Response(html, status=status, mimetype="text/html")
 
 
 @bp.post("/keys")
 def keys_create():
+    form_id = request.form.get("form_id") or ""
+    session = _session()
+    used = session.get("f") or []
+    if form_id and form_id in used:
+        # A reload of the page that showed a new key sends the same form again.
+        return _keys_page(error="This form was already sent: its key was created and shown once. "
+                                "Fill the form again for another key.", status=409)
     user = (request.form.get("user") or "").strip()
     agents = [a.strip() for a in (request.form.get("agents") or "").split(",") if a.strip()]
     try:
         row, key = create_key(user, agents or None, admin=request.form.get("admin") == "on")
     except InvalidRequest as exc:
-        html = render_template("admin/keys.html", keys=list_keys(), created=None, error=exc.message)
-        return Response(html, status=400, mimetype="text/html")
-    return render_template("admin/keys.html", keys=list_keys(), created={"row": row, "key": key}, error=None)
+        return _keys_page(error=exc.message, status=400)
+    response = _keys_page(created={"row": row, "key": key})
+    if form_id and not g.get("console_bearer"):
+        _set_session(response, {**session, "f": [*used, form_id][-USED_FORMS_KEPT:]})
+    return response
 
 
 @bp.post("/keys/<key_id>/revoke")

@@ -13,10 +13,12 @@ record: another body → 422, still running → 409, finished → the stored ans
 - A running record older than the turn lease is taken to be from a crashed
   process and is taken over.
 - Streamed requests (`"stream": true`) with a key run as usual the first time,
-  and the final message is recorded from the `done` event; a replay answers
-  with a short stream: `start` then `done` carrying the stored message. The
-  stream flag is part of the body, so a streamed and a non-streamed request
-  never share a record (422).
+  and the final message is recorded when the run ends, whether or not its
+  client is still reading (a run goes on when its client leaves): a retry in
+  the meantime gets 409 (the client may attach to the run's stream instead),
+  a retry after it gets the answer. A replay answers with a short stream:
+  `start` then `done` carrying the stored message. The stream flag is part of
+  the body, so a streamed and a non-streamed request never share a record (422).
 
 This is the HTTP side of the feature (it reads the header and wraps the
 response); the records are kept by agentd.store.idempotency.
@@ -134,6 +136,36 @@ def _watched(frames: Iterable, user_id: str, key: str, scope) -> Iterator:
             finish(user_id, key, final, 200) if final is not None else abandon(user_id, key)
 
 
+def expect_run(user_id: str, key: str) -> None:
+    """The streamed run this request starts records its answer under `key` (bind_run)."""
+    g.idempotency_stream = (user_id, key)
+
+
+def bind_run(run) -> None:
+    """If this request claimed a key for a stream: record the run's answer when it ends.
+
+    The key follows the run, not the connection: a client that leaves mid-stream and
+    retries with the same key must not start the turn a second time.
+    """
+    claimed = g.pop("idempotency_stream", None)
+    if claimed is None:
+        return
+    user_id, key = claimed
+    database = current_app.extensions["agentd"].db
+
+    def record(final: dict | None) -> None:
+        with database.connection_context():
+            finish(user_id, key, final, 200) if final is not None else abandon(user_id, key)
+    run.when_ended(record)
+    g.idempotency_bound = True
+
+
+def run_bound() -> bool:
+    """True once bind_run gave this request's claim to a run (which then ends it)."""
+    g.pop("idempotency_stream", None)
+    return bool(g.pop("idempotency_bound", False))
+
+
 def guard(agent_id: str, body: dict, send: Callable[[], Response]) -> Response:
     """Run `send()` at most once per (user, Idempotency-Key); without the header, just run it."""
     raw = request.headers.get(HEADER)
@@ -147,13 +179,17 @@ def guard(agent_id: str, body: dict, send: Callable[[], Response]) -> Response:
     record = claim(user_id, key, agent_id, body_hash(agent_id, body), stale_after)
     if record is not None:
         return _replay(record, stream)
+    if stream:
+        expect_run(user_id, key)
     try:
         response = send()
     except BaseException:
+        run_bound()
         abandon(user_id, key)
         raise
     if stream:
-        response.response = _watched(response.response, user_id, key, state.db.connection_context)
+        if not run_bound():  # no run behind this stream: the claim ends with the response
+            response.response = _watched(response.response, user_id, key, state.db.connection_context)
     else:
         finish(user_id, key, response.get_json(), response.status_code)
     return response

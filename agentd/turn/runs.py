@@ -76,11 +76,15 @@ class Run:
         self._lock = threading.Lock()
         self._waiting: list[threading.Event] = []
         self._on_end = on_end
+        self._settled: tuple | None = None  # (final message or None,) once the end is known
+        self._end_callbacks: list = []
         turn.listeners.append(self._aborted)
 
     # -- the producing side -----------------------------------------------------------
     def publish(self, event: Event) -> int | None:
         """Number an event and hand it to the watchers; None once the run has ended."""
+        if event.type in TERMINAL:
+            self._settle(event)  # before any watcher sees the end (see when_ended)
         data = event.public()
         if event.type == "start":
             data["run_id"] = self.id
@@ -152,6 +156,36 @@ class Run:
             log.exception("could not mark run %s ended on the bus", self.id)
         if self._on_end is not None:
             self._on_end(self)
+
+    def when_ended(self, callback) -> None:
+        """Call `callback(final)` once, when the run ends: `final` is the `done` message (with
+        its usage), or None when the run ended otherwise. It runs before any watcher sees the
+        end, so what it records is in place when a client reads `done` (now, if it has ended).
+        """
+        with self._lock:
+            if self._settled is None:
+                self._end_callbacks.append(callback)
+                return
+            final = self._settled[0]
+        self._call_end(callback, final)
+
+    def _settle(self, terminal: Event) -> None:
+        final = None
+        if terminal.type == "done":
+            final = {**terminal.data["message"], "usage": terminal.data.get("usage")}
+        with self._lock:
+            if self._settled is not None or self.ended:
+                return
+            self._settled = (final,)
+            callbacks, self._end_callbacks = self._end_callbacks, []
+        for callback in callbacks:
+            self._call_end(callback, final)
+
+    def _call_end(self, callback, final: dict | None) -> None:
+        try:
+            callback(final)
+        except Exception:  # noqa: BLE001 — one callback's failure must not stop the others
+            log.exception("an end callback of run %s failed", self.id)
 
     # -- the watching side --------------------------------------------------------------
     def follow(self, after: int = 0, idle: float = PING_SECONDS) -> Iterator[Item | None]:

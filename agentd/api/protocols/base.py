@@ -113,14 +113,17 @@ def serve(adapter: Adapter) -> Response:
         final = record.response
         return _respond(adapter, inp, final["conversation_id"], _replayed(final),
                         {"Idempotent-Replayed": "true"})
+    if key and inp.stream:
+        idempotency.expect_run(g.principal.user_id, key)
     try:
         turn = state().chat.start_turn(adapter.agent_id, g.principal, inp)
     except BaseException:
         if key:
+            idempotency.run_bound()
             idempotency.abandon(g.principal.user_id, key)
         raise
     events = pump_events(turn) if inp.stream else drive(turn)
-    if key:
+    if key and not idempotency.run_bound():
         events = _recorded(events, g.principal.user_id, key)
     return _respond(adapter, inp, turn.conversation_id, events, {})
 
@@ -149,7 +152,9 @@ def pump_events(turn) -> Iterator[Event | None]:
     """A streamed turn's events from its run's worker, None while it is silent (keep-alive time)."""
     release = connection_releaser(state().db)
     release()  # the request's own connection is not needed while the stream runs
-    run = state().runs.begin(turn).start(release=release)
+    run = state().runs.begin(turn)
+    idempotency.bind_run(run)  # a claimed Idempotency-Key follows the run, not this connection
+    run.start(release=release)
     return followed(run.follow(), on_leave=run.leave if stop_on_leave(turn.agent) else None)
 
 
