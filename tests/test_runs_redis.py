@@ -103,3 +103,27 @@ def test_a_run_whose_client_left_finishes_under_gunicorn(pair, fake_openai):
     settled = wait_for(lambda: (rows := serve.history("bot", start["conversation_id"]))[-1]["status"] != "streaming"
                        and rows[-1], what="the answer")
     assert settled["status"] == "complete" and settled["content"] == LONG_TEXT
+
+
+def test_a_watcher_that_loses_redis_is_told_and_the_run_finishes(pair, fake_openai, redis_server):
+    owner, other = pair
+    fake_openai.script(Reply(content=LONG_TEXT, chunk_delay=0.05))
+    with owner.stream("bot", "Go") as response:
+        own = iter_frames(response)
+        start = until_deltas(own, 2)[0][1]
+        conversation = start["conversation_id"]
+        with attach(other, conversation) as watcher:
+            watched = iter_frames(watcher)
+            seen = until_deltas(watched, 2)
+            redis_server.stop()
+            rest = list(watched)
+        own_rest = list(own)
+    # Not a cut stream: the watcher is told why, with the last id it had, to resume from.
+    last_id, last = rest[-1]
+    assert last["type"] == "error" and last["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert seq_of(last_id) <= seq_of((seen + rest[:-1])[-1][0])
+    # The run itself went on and stored its answer; its own client read it to the end.
+    assert own_rest[-1][1]["type"] == "done" and own_rest[-1][1]["message"]["content"] == LONG_TEXT
+    stored = wait_for(lambda: (rows := other.history("bot", conversation))[-1]["status"] != "streaming"
+                      and rows[-1], what="the answer")
+    assert stored["status"] == "complete" and stored["content"] == LONG_TEXT

@@ -28,9 +28,20 @@ LIVE_SECONDS = 3600
 CANCEL_WAIT_SECONDS = 10.0
 
 
+BUS_RETRY_SECONDS = 5.0   # a watcher rides out a Redis restart this long, then says so
+WARN_EVERY_SECONDS = 10.0  # at most one "could not publish" line per this many seconds
+
+
 def lost_error() -> ApiError:
     return ApiError("the process running this turn went away before it finished",
                     status=500, code="INTERNAL_ERROR")
+
+
+def bus_lost_error() -> ApiError:
+    """Redis is unreachable: the run goes on where it runs; this watcher cannot follow it."""
+    return ApiError("the connection to the run's events (Redis) was lost; the run goes on: "
+                    "attach again shortly, or read the history when it ends",
+                    status=503, code="SERVICE_UNAVAILABLE")
 
 
 def _key(run_id: str) -> str:
@@ -65,6 +76,7 @@ class RedisBus:
         import redis
         self.redis = redis.Redis.from_url(url)
         self._listener: threading.Thread | None = None
+        self._warned_at = float("-inf")
 
     # -- the run's process ----------------------------------------------------------------
     def published(self, run_id: str, seq: int, data: dict) -> None:
@@ -76,7 +88,10 @@ class RedisBus:
                 pipe.expire(_key(run_id), LIVE_SECONDS)
             pipe.execute()
         except Exception:  # noqa: BLE001 — watchers elsewhere miss events; the run itself goes on
-            log.warning("could not publish event %d of run %s to Redis", seq, run_id, exc_info=True)
+            now = time.monotonic()
+            if now - self._warned_at >= WARN_EVERY_SECONDS:  # not once per streamed token
+                self._warned_at = now
+                log.warning("could not publish event %d of run %s to Redis", seq, run_id, exc_info=True)
 
     def ended(self, run_id: str) -> None:
         self.redis.expire(_key(run_id), RETAIN_SECONDS)
@@ -102,18 +117,27 @@ class RedisBus:
     # -- any process ----------------------------------------------------------------------
     def belongs(self, run_id: str, conversation_id: str) -> bool:
         """Whether that run's events are kept and it ran in this conversation (its `start` says)."""
-        first = self.redis.xrange(_key(run_id), count=1)
+        import redis
+        try:
+            first = self.redis.xrange(_key(run_id), count=1)
+        except redis.RedisError as exc:
+            raise bus_lost_error() from exc
         return bool(first) and json.loads(first[0][1][b"e"]).get("conversation_id") == conversation_id
 
     def follow(self, run_id: str, after: int, idle: float, still_running=None):
         """Events after seq `after` and live ones until `done`/`error`; None after `idle` s silent.
 
         `still_running(run_id)` is asked when nothing came for `idle` seconds: a run
-        whose process died never writes its end, so the watcher ends it.
+        whose process died never writes its end, so the watcher ends it. When Redis
+        stays unreachable for BUS_RETRY_SECONDS the watcher gets `error`
+        SERVICE_UNAVAILABLE (its id the last seq it had, so a resume loses nothing).
         """
         last = f"{max(after, 0)}-0"
         while True:
-            found = self.redis.xread({_key(run_id): last}, count=500, block=max(int(idle * 1000), 1))
+            found = self._read(run_id, last, idle)
+            if found is False:
+                yield int(last.split("-")[0]), _error_item(bus_lost_error())
+                return
             if not found:
                 if still_running is not None and not still_running(run_id) and not self._has_after(run_id, last):
                     yield int(last.split("-")[0]) + 1, _error_item(lost_error())
@@ -126,6 +150,19 @@ class RedisBus:
                 yield int(last.split("-")[0]), data
                 if data.get("type") in ("done", "error"):
                     return
+
+    def _read(self, run_id: str, last: str, idle: float):
+        """One XREAD after `last`; False when Redis stayed unreachable BUS_RETRY_SECONDS."""
+        import redis
+        deadline = time.monotonic() + BUS_RETRY_SECONDS
+        while True:
+            try:
+                return self.redis.xread({_key(run_id): last}, count=500, block=max(int(idle * 1000), 1))
+            except redis.RedisError:
+                if time.monotonic() >= deadline:
+                    log.warning("lost Redis while following run %s", run_id, exc_info=True)
+                    return False
+                time.sleep(0.5)
 
     def _has_after(self, run_id: str, last: str) -> bool:
         return bool(self.redis.xrange(_key(run_id), min=f"({last}", count=1))
