@@ -137,7 +137,7 @@ class _TooBigNotice:
     """simple-websocket's connection, telling the client why before closing a too-big frame.
 
     simple-websocket stops reading a message at `max_message_size` and closes
-    with 1009; API.md also wants an `error` frame first, so it is sent just
+    with 1009; docs/api.md promises an `error` frame first, so it is sent just
     before that close frame (same wsproto connection, so framing stays right).
     """
 
