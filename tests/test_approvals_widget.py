@@ -9,11 +9,9 @@ import pytest
 
 from tests.approval_support import SHOP_PLUGIN, plugin, plugin_folder, tool_messages
 from tests.conftest import Reply, sse_events
-from tests.widget_support import PageServer, chromium_page, host_page, start_widget_server, widget_agent
+from tests.widget_support import (CHROMIUM, PageServer, chromium_page, host_page,
+                                  start_widget_server, widget_agent)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SECRET_AMOUNT = 777.25  # an argument: never shown to a visitor
 REFUND = ("refund_order", {"order_id": 1042, "amount": SECRET_AMOUNT})
 # Markup in the question must stay text in the page.

@@ -7,12 +7,10 @@ import os
 import pytest
 
 from tests.conftest import Reply, openai_agent
+from tests.widget_support import CHROMIUM, CHROMIUM_FLAGS
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def test_the_demo_page_works_under_its_csp(agentd_server, fake_openai):

@@ -138,6 +138,11 @@ def test_errors_in_openai_shape(served, client, fake_openai):
     assert refused.value.status_code == 401
     assert refused.value.body == {"message": "A valid API key is required", "type": "authentication_error",
                                   "code": "UNAUTHORIZED", "param": None}
+    for keyless in (server.client.get("/v1/models"),  # no key at all
+                    server.client.post("/v1/chat/completions",
+                                       json={"model": "bot", "messages": [{"role": "user", "content": "hi"}]}),
+                    server.client.post("/v1/responses", json={"model": "bot", "input": "hi"})):
+        assert keyless.status_code == 401 and keyless.json()["error"]["type"] == "authentication_error"
     with pytest.raises(openai.NotFoundError) as unknown:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
     assert unknown.value.body["code"] == "AGENT_NOT_FOUND"

@@ -6,13 +6,11 @@ import os
 import pytest
 
 from tests.conftest import Reply
-from tests.widget_support import PageServer, chromium_page, host_page, start_widget_server, widget_agent
+from tests.widget_support import (CHROMIUM, PageServer, chromium_page, host_page,
+                                  start_widget_server, widget_agent)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ANSWER = " ".join(f"part{i}" for i in range(50)) + "."
 
 
