@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import time
 
 import pytest
@@ -11,7 +12,7 @@ from agentd.auth import create_key
 from tests.approval_support import (SHOP_PLUGIN, approvals_of, decide, plugin, plugin_folder, shop_agent,
                                     tool_messages)
 from tests.conftest import Reply
-from tests.support import wait_for
+from tests.support import ServerProcess, free_port, server_env, wait_for, write_agent
 from tests.test_websocket import Socket
 
 REFUND = ("refund_order", {"order_id": 1042, "amount": 30.5})
@@ -47,18 +48,29 @@ def paused(server, fake, *calls, **body) -> dict:
     return answer.json()
 
 
-def test_a_pending_approval_survives_a_restart(agentd_server, fake_openai, tmp_path):
-    first = shop_server(agentd_server, fake_openai, tmp_path)
-    answer = paused(first, fake_openai)
+def test_a_pending_approval_survives_a_process_restart(tmp_path, database_url, fake_openai, processes):
+    folder = plugin_folder(tmp_path, shop=SHOP_PLUGIN)
+    agents = write_agent(tmp_path / "agents", "shop", shop_agent(fake_openai))
+    port = free_port()
+    env = server_env(database_url, agents, port, plugins_dir=folder)
+    first = ServerProcess(["-m", "agentd", "serve"], env, port, tmp_path / "first.log")
+    processes.append(first)
+    fake_openai.script(Reply(tool_calls=[REFUND]))
+    answer = first.client.post("/api/agents/shop/chat", json={"message": "Refund please"}).json()
+    assert answer["status"] == "awaiting_approval", answer
     conversation, approval_id = answer["conversation_id"], answer["approvals"][0]["id"]
-    first.close()  # the process that paused the run is gone; nothing of it waits anywhere
-    second = shop_server(agentd_server, fake_openai, tmp_path)
+    first.signal(signal.SIGKILL)  # the process that paused the run is gone; nothing of it waits anywhere
+    first.proc.wait(10)
+    second = ServerProcess(["-m", "agentd", "serve"], env, port, tmp_path / "second.log")
+    processes.append(second)
     assert [a["id"] for a in approvals_of(second, conversation)] == [approval_id]
     fake_openai.script(Reply(content="Refunded after the restart"))
     resumed = decide(second, conversation, approval_id)
     assert resumed.status_code == 200 and resumed.json()["content"] == "Refunded after the restart"
-    assert second.shop.refunds == [REFUND[1]] and first.shop.refunds == []
-    assert json.loads(tool_messages(fake_openai.requests[-1])[0]["content"])["refunded"] == 1042
+    # The refund ran in the second process, once, with the arguments the person saw.
+    [result] = tool_messages(fake_openai.requests[-1])
+    assert json.loads(result["content"]) == {"refunded": 1042, "amount": 30.5}
+    assert [m["role"] for m in second.history("shop", conversation)] == ["user", "assistant", "tool", "assistant"]
 
 
 def test_another_users_approval_is_not_found(agentd_server, fake_openai, tmp_path):
