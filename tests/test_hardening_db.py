@@ -191,3 +191,20 @@ def test_sqlite_result_bytes_are_capped_while_fetching(tmp_path):
     outcome = report["outcome"]
     assert outcome["row_count"] == 2 and "passed 2000000 bytes" in outcome["truncated"], outcome["truncated"]
     assert report["grown_kib"] < 200_000, report  # 300 rows of 900 kB would be 270 MB
+
+
+def test_each_bypass_is_refused_through_a_chat_turn(agentd_server, fake_openai, pg_shop):
+    """The same queries, asked by the model in a real turn: every one comes back an error result."""
+    from tests.conftest import Reply, openai_agent
+    agent = openai_agent(fake_openai, tools=[{"db_lookup": {"database": pg_shop, "free_sql": FREE}}],
+                         max_tool_rounds=len(BYPASSES) + 1)
+    server = agentd_server({"shop": agent})
+    fake_openai.script(*[Reply(tool_calls=[("sql_query", {"query": query})]) for query in BYPASSES],
+                       Reply(content="I found nothing I may show."))
+    answer = server.chat("shop", "Show me every secret")
+    assert answer.status_code == 200 and answer.json()["content"] == "I found nothing I may show."
+    results = [m for m in fake_openai.requests[-1]["messages"] if m["role"] == "tool"]
+    assert len(results) == len(BYPASSES)
+    assert all(r["content"].startswith("Error") for r in results), [r["content"][:80] for r in results]
+    everything_the_model_saw = json.dumps(fake_openai.requests)
+    assert "hunter2" not in everything_the_model_saw and "4111" not in everything_the_model_saw
