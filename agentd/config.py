@@ -29,7 +29,7 @@ class Config:
     max_body_bytes: int = 1024 * 1024
     max_message_chars: int = 32000
     tool_timeout: float = 30.0
-    tool_threads: int = 4
+    tool_threads: int = 2
     turn_lease_seconds: int = 60
     secret_key: str = ""
     trusted_proxies: int = 0

@@ -22,7 +22,7 @@ Python code in a native thread still competes with the hub for the GIL: each
 time the hub comes back from waiting on a socket it must win the GIL from the
 busy threads, and with CPython's default 5 ms switch interval a request took
 about a second while eight pure-Python burners ran on two cores. So the pool
-lowers the switch interval to 0.1 ms when it starts, and it is small (4
+lowers the switch interval to 0.1 ms when it starts, and it is small (2
 threads by default): every thread running Python lengthens the hub's wait,
 and under the GIL they add no CPU throughput. bench/responsive.py measures
 this (figures in docs/benchmarks.md). Running the pool's threads at a lower
@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
 
-DEFAULT_THREADS = 4   # Python runs one thread at a time: more only add GIL contention for CPU work
+DEFAULT_THREADS = 2   # Python runs one thread at a time: more only add GIL contention for CPU work
 SWITCH_INTERVAL = 0.0001  # seconds; see the module docstring
 
 _threads = DEFAULT_THREADS
