@@ -184,10 +184,10 @@ def process_io(pid: int) -> dict[str, int]:
     return {name: int(value) for name, _, value in (line.partition(": ") for line in lines)}
 
 
-def gunicorn_command(port: int, workers: int | None) -> list[str]:
-    command = [PYTHON, "-m", "gunicorn"]
-    if (REPO / "gunicorn.conf.py").exists():
-        command += ["-c", str(REPO / "gunicorn.conf.py")]
+def gunicorn_command(port: int, workers: int | None, tree: Path = REPO, python: str = PYTHON) -> list[str]:
+    command = [python, "-m", "gunicorn"]
+    if (tree / "gunicorn.conf.py").exists():
+        command += ["-c", str(tree / "gunicorn.conf.py")]
     else:   # until the deploy config lands: what docs/deploy.md will ask for
         command += ["-k", "gevent", "--worker-connections", "4000"]
     command += ["--bind", f"127.0.0.1:{port}"]
@@ -197,7 +197,9 @@ def gunicorn_command(port: int, workers: int | None) -> list[str]:
 
 
 def start_agentd(workdir: Path, database_url: str, upstream_url: str, workers: int | None = None,
-                 extra_env: dict | None = None) -> Agentd:
+                 extra_env: dict | None = None, tree: Path = REPO, python: str = PYTHON) -> Agentd:
+    """agentd of `tree` (default: this checkout) under gunicorn, run by `python`; bench/compare.py
+    serves an older tree this way (its PYTHONPATH in extra_env)."""
     agents_dir, plugins_dir = workdir / "agents", workdir / "plugins"
     agents_dir.mkdir(parents=True, exist_ok=True)
     plugins_dir.mkdir(parents=True, exist_ok=True)
@@ -209,7 +211,7 @@ def start_agentd(workdir: Path, database_url: str, upstream_url: str, workers: i
            "AGENTD_PLUGINS_DIR": str(plugins_dir), "AGENTD_LOG_LEVEL": "WARNING",
            "AGENTD_HOST": "127.0.0.1", "AGENTD_PORT": str(port), **(extra_env or {})}
     log = workdir / f"gunicorn-{port}.log"
-    proc = subprocess.Popen(gunicorn_command(port, workers), cwd=REPO, env=env,
+    proc = subprocess.Popen(gunicorn_command(port, workers, tree, python), cwd=tree, env=env,
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     server = Agentd(proc, port, workdir, database_url, log)
     try:

@@ -88,15 +88,22 @@ def agentd_turn(client: httpx.Client, agent: str = "fast") -> float:
 
 def agentd_stream(client: httpx.Client, agent: str = "fast") -> tuple[float, float]:
     """(time to the first delta event, time to `done`) of a streamed turn."""
+    return stream_times(client, agent)[1:]
+
+
+def stream_times(client: httpx.Client, agent: str = "fast") -> tuple[float, float, float]:
+    """(time to the `start` event, to the first delta event, to `done`) of a streamed turn."""
     start = time.perf_counter()
-    first = None
+    started = first = None
     done = False
     with client.stream("POST", f"/api/agents/{agent}/chat",
                        json={"message": "hello", "stream": True}) as response:
         if response.status_code != 200:
             raise RuntimeError(f"stream failed: {response.status_code}")
         for line in response.iter_lines():
-            if first is None and line.startswith('data: {"type":"delta"'):
+            if started is None and line.startswith('data: {"type":"start"'):
+                started = time.perf_counter() - start
+            elif first is None and line.startswith('data: {"type":"delta"'):
                 first = time.perf_counter() - start
             elif line.startswith('data: {"type":"done"'):
                 done = True
@@ -104,7 +111,9 @@ def agentd_stream(client: httpx.Client, agent: str = "fast") -> tuple[float, flo
                 raise RuntimeError(f"stream error: {line[:200]}")
     if not done:
         raise RuntimeError("stream ended without done")
-    return (first if first is not None else float("nan")), time.perf_counter() - start
+    nan = float("nan")
+    return (started if started is not None else nan, first if first is not None else nan,
+            time.perf_counter() - start)
 
 
 # -- interleaved rounds --------------------------------------------------------------------
