@@ -65,7 +65,7 @@ def git(*args: str) -> str:
 
 
 @contextlib.contextmanager
-def baseline_tree(rev: str):
+def detached_tree(rev: str):
     """REV checked out in a temporary detached worktree, removed at the end."""
     tmp = Path(tempfile.mkdtemp(prefix="agentd-compare-"))
     tree = tmp / "tree"
@@ -226,7 +226,10 @@ def load_average() -> str:
 
 
 def header(args, baseline_commit: str, load_before: str) -> str:
-    current = git("rev-parse", "--short", "HEAD") + (" (uncommitted changes)" if git("status", "--porcelain") else "")
+    if args.current:
+        current = f"{args.current} ({git('rev-parse', '--short', args.current)})"
+    else:
+        current = git("rev-parse", "--short", "HEAD") + (" (uncommitted changes)" if git("status", "--porcelain") else "")
     return (f"bench.compare: baseline {args.baseline} ({baseline_commit}) vs current {current}; "
             f"{args.rounds} rounds × ({args.calls} streamed + {args.calls} non-streamed turns, "
             f"{args.seconds:.0f} s × 2 at {CLIENTS} clients); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
@@ -236,6 +239,8 @@ def header(args, baseline_commit: str, load_before: str) -> str:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="git revision to compare against (e.g. main~3)")
+    parser.add_argument("--current", default=None,
+                        help="serve this revision as 'current' instead of this checkout (to bisect a change)")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--calls", type=int, default=30, help="turns of each kind per round at concurrency 1")
     parser.add_argument("--seconds", type=float, default=4.0, help=f"seconds of each {CLIENTS}-client batch")
@@ -249,10 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     upstream = harness.start_upstream()
     sides: list[Side] = []
     try:
-        with baseline_tree(args.baseline) as tree, tempfile.TemporaryDirectory(prefix="agentd-compare-") as tmp:
+        with contextlib.ExitStack() as stack:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="agentd-compare-")))
+            base = stack.enter_context(detached_tree(args.baseline))
+            current = stack.enter_context(detached_tree(args.current)) if args.current else harness.REPO
             try:
-                sides = [start_side("baseline", tree, upstream, Path(tmp)),
-                         start_side("current", harness.REPO, upstream, Path(tmp))]
+                sides = [start_side("baseline", base, upstream, tmp), start_side("current", current, upstream, tmp)]
                 for side in sides:
                     warm(side)
                 results = run_rounds(sides, args.rounds, args.calls, args.seconds)
