@@ -29,12 +29,9 @@ from bench import harness, turns
 CLIENTS = 16
 SIDES = ("baseline", "current")
 # Written into each server's plugin folder: the worker records which agentd package it imported.
-WHERE_PLUGIN = '''
-"""Bench plugin: records the agentd package this worker imported (bench/compare.py checks it)."""
+WHERE_PLUGIN = '''"""Bench plugin: records the agentd package this worker imported (bench/compare.py)."""
 from pathlib import Path
-
 import agentd
-
 (Path(__file__).resolve().parent.parent / "agentd-file.txt").write_text(agentd.__file__)
 '''
 # (key, label, decimals); the keys are what measure_* return.
@@ -80,19 +77,16 @@ def detached_tree(rev: str):
 # -- which Python serves the baseline ----------------------------------------------------------
 def unmet_pins(requirements: Path) -> list[str]:
     """The `name==version` lines of a requirements file this venv does not satisfy exactly."""
-    unmet = []
-    for line in requirements.read_text().splitlines():
-        spec = line.split("#", 1)[0].strip()
-        if "==" not in spec:
-            continue
-        name, version = (part.strip() for part in spec.split("==", 1))
-        try:
-            installed = importlib.metadata.version(name.split("[", 1)[0])
-        except importlib.metadata.PackageNotFoundError:
-            installed = None
-        if installed != version:
-            unmet.append(spec)
-    return unmet
+    specs = [line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines()]
+    pins = [[part.strip() for part in spec.split("==", 1)] for spec in specs if "==" in spec]
+    return [f"{name}=={version}" for name, version in pins
+            if installed_version(name.split("[", 1)[0]) != version]
+
+
+def installed_version(name: str) -> str | None:
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        return importlib.metadata.version(name)
+    return None
 
 
 def python_for(tree: Path) -> str:
@@ -118,7 +112,6 @@ def python_for(tree: Path) -> str:
 @dataclass
 class Side:
     name: str
-    tree: Path
     server: harness.Agentd
 
 
@@ -135,7 +128,7 @@ def start_side(name: str, tree: Path, upstream: harness.Upstream, work: Path) ->
         server.stop()
         raise RuntimeError(f"{name}: the worker imported {where}, not {tree}'s agentd")
     log(f"{name}: {tree} served by {python}; the worker's agentd is {where}")
-    return Side(name, tree, server)
+    return Side(name, server)
 
 
 def warm(side: Side) -> None:
@@ -164,6 +157,7 @@ def _clients(side: Side):
 
 
 def measure_plain16(side: Side, seconds: float) -> dict[str, float]:
+    """Non-streamed turns from CLIENTS threads, one connection each."""
     result = turns.throughput(_clients(side), turns.agentd_turn, CLIENTS, seconds, side.server)
     return {"c16_turns": result.per_second, "errors": result.errors,
             "c16_cpu_turn": result.server_cpu / max(result.ok, 1) * 1000}
@@ -217,7 +211,8 @@ def table(results: dict[str, list[dict]]) -> str:
         b, c = turns.median([r[key] for r in base]), turns.median([r[key] for r in cur])
         ratios = [rc[key] / rb[key] for rb, rc in zip(base, cur) if rb[key]]
         spread = f"{min(ratios):.2f}–{max(ratios):.2f}" if ratios else "-"
-        lines.append(f"| {label} | {b:.{decimals}f} | {c:.{decimals}f} | {c / b:.2f} | {spread} |")
+        ratio = f"{c / b:.2f}" if b else "-"
+        lines.append(f"| {label} | {b:.{decimals}f} | {c:.{decimals}f} | {ratio} | {spread} |")
     return "\n".join(lines)
 
 
@@ -259,9 +254,9 @@ def main(argv: list[str] | None = None) -> int:
             base = stack.enter_context(detached_tree(args.baseline))
             current = stack.enter_context(detached_tree(args.current)) if args.current else harness.REPO
             try:
-                sides = [start_side("baseline", base, upstream, tmp), start_side("current", current, upstream, tmp)]
-                for side in sides:
-                    warm(side)
+                for name, tree in (("baseline", base), ("current", current)):
+                    sides.append(start_side(name, tree, upstream, tmp))   # appended: stopped if the next fails
+                    warm(sides[-1])
                 results = run_rounds(sides, args.rounds, args.calls, args.seconds)
             finally:
                 for side in sides:
