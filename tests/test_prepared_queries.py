@@ -53,3 +53,24 @@ def test_pages_match_the_model_rows(database, by_conversation):
 def test_a_page_of_an_unknown_conversation_is_empty(database):
     _fill()
     assert store.history_page("bot", "alice", "conv_missing\x00", 5) == ([], 0, False)
+
+
+def test_ledger_rows_inserted_through_prepared_sql_read_back_as_peewee_wrote_them(database):
+    import datetime as dt
+
+    from agentd.store import ledger, prepared
+    from agentd.store.models import UsageRecord
+
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, 890123)
+    rows = [{"created_at": when, "run_id": "run_1", "turn_id": n, "conversation_id": "conv_1", "agent_id": "bot",
+             "user_id": "alice", "key_id": None if n else "k1", "provider": "openai", "model": "m é",
+             "prompt_tokens": 3 * n, "completion_tokens": 4, "duration_ms": None,
+             "cost_nanousd": 5_000_000_000_000 + n if n != 1 else None} for n in range(3)]
+    UsageRecord.insert_many(rows).execute()   # what peewee writes
+    ledger.insert([dict(r) for r in rows])    # the same rows through prepared SQL
+    ledger.insert(rows[:1])                   # another row count: its own statement
+    read = [{k: v for k, v in r.items() if k != "id"} for r in UsageRecord.select().order_by(UsageRecord.id).dicts()]
+    assert read[3:6] == read[:3] and read[6] == read[0]
+    assert read[0]["created_at"] == when and read[2]["cost_nanousd"] == 5_000_000_000_002
+    with pytest.raises(ValueError):
+        prepared.insert_many(UsageRecord, [rows[0], {k: v for k, v in rows[1].items() if k != "key_id"}])

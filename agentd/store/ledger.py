@@ -9,6 +9,7 @@ import datetime as dt
 
 import peewee as pw
 
+from agentd.store import prepared
 from agentd.store.models import UsageRecord
 
 GROUPS = {"agent": UsageRecord.agent_id, "user": UsageRecord.user_id, "model": UsageRecord.model,
@@ -16,9 +17,12 @@ GROUPS = {"agent": UsageRecord.agent_id, "user": UsageRecord.user_id, "model": U
 
 
 def insert(rows: list[dict]) -> None:
-    """The turn's ledger rows in one statement (the caller's transaction holds it)."""
+    """The turn's ledger rows in one statement (the caller's transaction holds it).
+
+    Runs on every turn: its SQL is built once per row count (agentd.store.prepared).
+    """
     if rows:
-        UsageRecord.insert_many(rows).execute()
+        prepared.insert_many(UsageRecord, rows)
 
 
 def _where(begin: dt.datetime | None, end: dt.datetime | None, agent: str | None = None):

@@ -108,6 +108,33 @@ def insert(model: type[pw.Model], values: dict[str, object]) -> object:
     return cursor.fetchone()[0] if returning else cursor.lastrowid
 
 
+def insert_many(model: type[pw.Model], rows: list[dict[str, object]]) -> None:
+    """`model.insert_many(rows).execute()` (rows with the same columns) with its SQL built
+    once per column set and row count: one multi-row INSERT, no key read back."""
+    fields = model._meta.fields
+    filled = []
+    for values in rows:
+        row = dict(values)
+        for name, field in fields.items():
+            if name not in row and field.default is not None:
+                row[name] = field.default() if callable(field.default) else field.default
+        filled.append(row)
+    columns = tuple(filled[0])
+    if any(tuple(row) != columns for row in filled):
+        raise ValueError(f"insert_many {model.__name__}: every row must name the same columns")
+    key = ("insert_many", model, type(db.obj), columns, len(filled))
+    sql = _writes.get(key)
+    if sql is None:
+        quote = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"  # noqa: E731 — static identifiers
+        one = f"({', '.join(db.param for _ in columns)})"
+        sql = (f"INSERT INTO {quote(model._meta.table_name)} "
+               f"({', '.join(quote(fields[name].column_name) for name in columns)}) "
+               f"VALUES {', '.join(one for _ in filled)}")
+        with _lock:
+            _writes[key] = sql
+    db.execute_sql(sql, [fields[name].db_value(row[name]) for row in filled for name in columns])
+
+
 def update_by_id(model: type[pw.Model], row_id: object, values: dict[str, object]) -> int:
     """`model.update(**values).where(model.id == row_id).execute()` with its SQL built once
     per column set; returns the rows changed."""
