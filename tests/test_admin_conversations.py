@@ -176,3 +176,68 @@ def test_search_reads_the_full_text_index_not_every_row(database):
         plan = "\n".join(r[0] for r in database.execute_sql("EXPLAIN " + sql, params))
         assert "message_search" in plan and "conversation_search" in plan, plan
     assert [row[0] for row in database.execute_sql(sql, params)] == ["conv_s17"]
+
+
+def test_a_streaming_answer_is_found_once_its_text_is_final(agentd_server, fake_openai, tmp_path):
+    """Heartbeats save a streaming answer's text; search finds it only once the answer is done."""
+    from agentd.store.models import Message
+    from tests.support import wait_for
+
+    server = start_operator_server(agentd_server, fake_openai, tmp_path, turn_lease_seconds=1)
+    alice = client(server, new_key(server, "alice")[1])
+    ops = client(server, new_key(server, "ops", admin=True)[1])
+    words = " ".join(f"word{i}" for i in range(40))
+    fake_openai.script(Reply(content=f"zebra crossing {words}", chunk_delay=0.05))
+    with alice.stream("POST", "/api/agents/priced/chat", json={"message": "Hello", "stream": True}) as response:
+        lines = response.iter_lines()
+        start = json.loads(next(line for line in lines if line.startswith("data:"))[5:])
+        row_id, conversation = start["id"], start["conversation_id"]
+
+        def saved_while_streaming():
+            with server.state.db.connection_context():
+                row = Message.get_by_id(row_id)
+            return row.status == "streaming" and "zebra" in (row.content or "")
+        wait_for(saved_while_streaming, deadline=30, what="a heartbeat saving the text")  # a heartbeat stored the text so far
+        assert ids(listing(ops, q="zebra")) == []        # not searchable while it streams
+        assert ids(listing(ops, q="hello")) == [conversation]  # the user's message is
+        rest = [json.loads(line[5:]) for line in lines if line.startswith("data:")]
+    assert rest[-1]["type"] == "done"
+    assert ids(listing(ops, q="zebra crossing")) == [conversation]   # the final text is
+    assert ids(listing(ops, q="word39")) == [conversation]
+    assert alice.delete(f"/api/conversations/{conversation}").status_code == 200
+    assert ids(listing(ops, q="zebra")) == []
+
+
+def test_a_database_searched_before_migration_64_drops_streaming_text_from_its_index(database_url, monkeypatch):
+    """An older database (migration 63's triggers indexed every save) upgraded: a row streaming
+    then is left out of the index until it finishes; the rest is found as before."""
+    from agentd.store import connect_database, migrations
+    from agentd.store.admin import conversations_page
+    from agentd.store.models import Conversation, Message
+
+    everything = migrations.MIGRATIONS
+    monkeypatch.setattr(migrations, "MIGRATIONS", [m for m in everything if m[0] != 64])
+    database = connect_database(database_url)
+    database.connect(reuse_if_open=True)
+    try:
+        Conversation.create(id="conv_old", agent_id="a", user_id="u", channel="api", title="Old one")
+        owner = {"conversation": "conv_old", "agent_id": "a", "user_id": "u", "role": "assistant"}
+        done = Message.create(**owner, content="penguin answer", status="complete")
+        live = Message.create(**owner, content="zebra so far", status="streaming")
+        assert migrations.migrate(database) == []   # 64 unknown yet
+        monkeypatch.setattr(migrations, "MIGRATIONS", everything)
+        assert migrations.migrate(database) == [64]
+
+        def found(word):
+            return [c["id"] for c in conversations_page(None, None, [word], None, 10)[0]]
+        assert found("penguin") == ["conv_old"] and found("zebra") == []
+        Message.update(content="zebra so far and more").where(Message.id == live.id).execute()  # a heartbeat
+        assert found("zebra") == []
+        Message.update(content="zebra final", status="complete").where(Message.id == live.id).execute()
+        assert found("zebra") == ["conv_old"] and found("more") == []
+        Message.delete().where(Message.id.in_([done.id, live.id])).execute()
+        assert found("zebra") == [] and found("penguin") == []
+        if "Sqlite" in type(database).__name__:
+            database.execute_sql("INSERT INTO message_fts(message_fts, rank) VALUES ('integrity-check', 0)")
+    finally:
+        database.close()

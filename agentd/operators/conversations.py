@@ -1,7 +1,8 @@
 """Every user's conversations for operators: filters, full-text search and a turn-by-turn trace.
 
 Search reads the full-text indexes of migration 63 (FTS5 on SQLite, tsvector +
-GIN on PostgreSQL) over titles and user/assistant text, never a LIKE scan.
+GIN on PostgreSQL) over titles and user/assistant text, never a LIKE scan; a
+message still streaming is found once its text is final (migration 64).
 """
 from __future__ import annotations
 

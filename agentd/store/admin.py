@@ -1,7 +1,8 @@
 """The operator's reads over every user's data: conversation search, a conversation's rows, export pages.
 
 Search reads the full-text indexes of migration 63 (FTS5 on SQLite, tsvector +
-GIN on PostgreSQL) over titles and user/assistant text, never a LIKE scan.
+GIN on PostgreSQL) over titles and user/assistant text, never a LIKE scan. A
+message being streamed is found once its text is final (migration 64).
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def _search_filter(terms: list[str]):
     if isinstance(db.obj, pw.PostgresqlDatabase):
         tsq = f"to_tsquery('english', {p})"
         query = " & ".join(terms)
-        in_text = pw.SQL(f"SELECT conversation_id FROM message WHERE search @@ {tsq}", [query])
+        # As on SQLite (migration 64), a message is found once its text is final, not while it streams.
+        in_text = pw.SQL(f"SELECT conversation_id FROM message WHERE search @@ {tsq} "
+                         "AND status <> 'streaming'", [query])
         in_title = pw.SQL(f"SELECT id FROM conversation WHERE search @@ {tsq}", [query])
     else:
         match = " ".join(f'"{t}"' for t in terms)  # each word a quoted FTS5 string: no syntax
