@@ -23,6 +23,7 @@ import secrets
 import peewee as pw
 
 from agentd.errors import ApprovalExpired, ApprovalPending, ApprovalResolved, NotFound
+from agentd.store import prepared
 from agentd.store.models import Approval, Conversation, Message, db, utcnow
 
 DEFAULT_TTL = 86400
@@ -163,6 +164,19 @@ def result_text(row: Approval) -> str | None:
     return EXPIRED_TEXT
 
 
+def _open_query(m: dict):
+    return (Approval.select(Approval.id).where((Approval.conversation == m["conversation"])
+                                               & Approval.used_at.is_null()).limit(m["one"]))
+
+
+def _any_open(conversation_id: str) -> bool:
+    """Whether the conversation has an approval not yet used; runs before every message
+    of an existing conversation, so its SQL is built once (agentd.store.prepared)."""
+    cursor = prepared.run("approvals_open", _open_query, {"conversation": "\x01conversation", "one": -900001},
+                          {"conversation": Approval.conversation.db_value(conversation_id), "one": 1})
+    return cursor.fetchone() is not None
+
+
 def settle_expired(conversation_id: str) -> None:
     """Before a new message: refuse it while an approval is open; close expired steps.
 
@@ -170,11 +184,13 @@ def settle_expired(conversation_id: str) -> None:
     an expired step gets a result (denied, or cancelled when approved but never
     run), stored right after the step's other results, so the history stays valid.
     """
+    if not _any_open(conversation_id):
+        return  # the usual case: one indexed read per turn (SQL built once), no write
     now = utcnow()
     open_rows = list(Approval.select().where((Approval.conversation == conversation_id)
                                              & Approval.used_at.is_null()))
     if not open_rows:
-        return  # the usual case: one indexed read per turn, no write
+        return
     # A step the history no longer holds (cleared, truncated) has nothing left to answer.
     Approval.delete().where((Approval.conversation == conversation_id) & ~_step_stored(conversation_id)).execute()
     open_rows = list(Approval.select().where((Approval.conversation == conversation_id)
