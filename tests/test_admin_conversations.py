@@ -241,3 +241,71 @@ def test_a_database_searched_before_migration_64_drops_streaming_text_from_its_i
             database.execute_sql("INSERT INTO message_fts(message_fts, rank) VALUES ('integrity-check', 0)")
     finally:
         database.close()
+
+
+def test_search_sees_rows_indexed_in_batches_and_every_change_to_them(database):
+    """SQLite indexes new rows in batches (agentd.store.search_index): a search finds rows
+    written since the last batch, and renames, edits and deletes before or after a batch."""
+    from agentd.store import search_index
+    from agentd.store.admin import conversations_page
+    from agentd.store.models import Conversation, Message
+
+    def found(word):
+        return sorted(c["id"] for c in conversations_page(None, None, [word], None, 50)[0])
+
+    def conversation(n, title):
+        Conversation.create(id=f"conv_{n}", agent_id="a", user_id="u", channel="api", title=title)
+        return f"conv_{n}"
+
+    def message(conv, text, role="user", status="complete"):
+        return Message.create(conversation=conv, agent_id="a", user_id="u", role=role, content=text, status=status)
+
+    one = conversation(1, "Parcel lost")
+    kept = message(one, "alpha words")
+    gone = message(one, "bravo words")
+    assert found("parcel") == [one] and found("alpha") == [one] and found("bravo") == [one]  # caught up
+    two = conversation(2, "Invoice")                       # above the watermark: not indexed yet
+    edited = message(two, "charlie words")
+    dropped = message(two, "delta words")
+    message(two, "tool output echo", role="tool")          # tool results are never searched
+    Message.update(content="charlie edited").where(Message.id == edited.id).execute()
+    Message.delete().where(Message.id == dropped.id).execute()
+    Conversation.update(title="Invoice renamed").where(Conversation.id == two).execute()
+    Message.update(content="alpha changed").where(Message.id == kept.id).execute()   # covered rows
+    Message.delete().where(Message.id == gone.id).execute()
+    Conversation.update(title="Parcel found").where(Conversation.id == one).execute()
+    assert found("charlie") == [two] and found("edited") == [two] and found("delta") == []
+    assert found("renamed") == [two] and found("echo") == []
+    assert found("changed") == [one] and found("bravo") == [] and found("lost") == [] and found("found") == [one]
+    last = message(two, "foxtrot words")                   # the highest id, deleted, then its id reused
+    search_index.catch_up()
+    Message.delete().where(Message.id == last.id).execute()
+    again = message(two, "golf words")
+    assert found("foxtrot") == [] and found("golf") == [two]
+    Conversation.delete().where(Conversation.id == one).execute()
+    assert found("parcel") == [] and found("changed") == [] and found("invoice") == [two]
+    assert again.id == last.id or "Postgres" in type(database).__name__
+    if "Sqlite" in type(database).__name__:
+        for name in ("message_fts", "conversation_fts"):
+            database.execute_sql(f"INSERT INTO {name}({name}, rank) VALUES ('integrity-check', 0)")
+    else:
+        assert search_index.catch_up() == 0   # PostgreSQL keeps its own index
+
+
+def test_turns_bring_the_index_up_to_date_every_so_many_turns(database, monkeypatch):
+    from agentd.store import search_index
+    from agentd.store.models import Conversation
+
+    if "Sqlite" not in type(database).__name__:
+        pytest.skip("PostgreSQL indexes each row as it is written")
+    monkeypatch.setattr(search_index, "CATCH_UP_EVERY", 3)
+    monkeypatch.setattr(search_index, "_turns", __import__("itertools").count(1))
+
+    def upto():
+        return database.execute_sql("SELECT upto FROM search_indexed WHERE name = 'conversation'").fetchone()[0]
+    start = upto()
+    for n in range(3):
+        Conversation.create(id=f"conv_t{n}", agent_id="a", user_id="u", channel="api", title=f"Turn {n}")
+        with database.atomic():
+            search_index.after_turn()
+        assert upto() == (start if n < 2 else start + 3)

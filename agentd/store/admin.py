@@ -2,7 +2,8 @@
 
 Search reads the full-text indexes of migration 63 (FTS5 on SQLite, tsvector +
 GIN on PostgreSQL) over titles and user/assistant text, never a LIKE scan. A
-message being streamed is found once its text is final (migration 64).
+message being streamed is found once its text is final; on SQLite the index is
+filled in batches, brought up to date before each search (migration 64).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import datetime as dt
 import peewee as pw
 
 from agentd.store.conversations import _counts, _last_messages, summary
+from agentd.store import search_index
 from agentd.store.models import Conversation, Message, db
 
 
@@ -43,6 +45,7 @@ def conversations_page(agent: str | None, user: str | None, terms: list[str] | N
     if user:
         where &= Conversation.user_id == user
     if terms:
+        search_index.catch_up()  # SQLite: rows written since the last batch (agentd.store.search_index)
         where &= _search_filter(terms)
     if before is not None:
         where &= Conversation.updated_at < before
@@ -67,7 +70,8 @@ def conversation_rows(conversation_id: str):
 
 
 def search_plan(terms: list[str]) -> tuple[str, list]:
-    """The SQL of a search (for the test that checks its plan)."""
+    """The SQL of a search (for the test that checks its plan), with the index up to date."""
+    search_index.catch_up()
     query = Conversation.select(Conversation.id).where(_search_filter(terms))
     return db.get_sql_context().sql(query).query()
 

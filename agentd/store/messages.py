@@ -7,7 +7,7 @@ import secrets
 import peewee as pw
 
 from agentd.errors import ConversationBusy, ConversationNotFound, Forbidden
-from agentd.store import prepared
+from agentd.store import prepared, search_index
 from agentd.store.approvals import begin_resume, settle_expired
 from agentd.store.models import Conversation, Message, db, utcnow
 
@@ -98,11 +98,13 @@ def acquire_turn(conversation_id: str, lease_seconds: int, run_id: str | None = 
 
 
 def release_turn(conversation_id: str, token: str) -> None:
-    """Runs at every turn's end, so its SQL is built once (agentd.store.prepared)."""
+    """Runs at every turn's end, so its SQL is built once (agentd.store.prepared); every
+    so many turns it also brings SQLite's full-text index up to date, in the same transaction."""
     prepared.run("release_turn", _release_query, _RELEASE_MARKERS,
                  {"id": Conversation.id.db_value(conversation_id),
                   "token": Conversation.busy_token.db_value(token),
                   "now": Conversation.updated_at.db_value(utcnow())})
+    search_index.after_turn()
 
 
 _RELEASE_MARKERS = {"id": "\x01id", "token": "\x01token", "now": "\x01now"}

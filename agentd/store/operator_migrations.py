@@ -119,36 +119,14 @@ def m063_search(database) -> None:
         _sqlite_search(database)
 
 
-# A message row is in the SQLite index while it is searched and its text final (migration 64):
-# a streamed answer's row is inserted empty and its text saved by heartbeats while it streams;
-# indexing each of those saves (unindex + reindex of the whole text) cost every stream, while
-# nobody needs a half-written answer in search results. It is indexed once its status leaves
-# 'streaming' (finished, partial, error, interrupted).
-_INDEXED_NEW = f"new.role IN {_SEARCHED_ROLES} AND new.content IS NOT NULL AND new.status <> 'streaming'"
-_INDEXED_OLD = f"old.role IN {_SEARCHED_ROLES} AND old.content IS NOT NULL AND old.status <> 'streaming'"
-
-
-def m064_search_final_text(database) -> None:
-    """SQLite: a message's text is indexed for search once final (status no longer 'streaming')."""
+def m064_search_in_batches(database) -> None:
+    """SQLite: the full-text index is filled in batches behind a watermark, and a message's
+    text is indexed once final (not while it streams): see agentd.store.search_index."""
     if _is_postgres(database):
-        return  # its search query leaves streaming rows out (agentd.store.admin)
-    run = database.execute_sql
-    for name in ("insert", "delete", "unindex", "reindex"):
-        run(f"DROP TRIGGER IF EXISTS message_fts_{name}")
-    # Rows streaming now were indexed by migration 63's triggers with their current text.
-    run(f"INSERT INTO message_fts(message_fts, rowid, content) SELECT 'delete', id, content FROM message "
-        f"WHERE role IN {_SEARCHED_ROLES} AND content IS NOT NULL AND status = 'streaming'")
-    run(f"CREATE TRIGGER message_fts_insert AFTER INSERT ON message WHEN {_INDEXED_NEW} BEGIN "
-        "INSERT INTO message_fts(rowid, content) VALUES (new.id, new.content); END")
-    run(f"CREATE TRIGGER message_fts_delete AFTER DELETE ON message WHEN {_INDEXED_OLD} BEGIN "
-        "INSERT INTO message_fts(message_fts, rowid, content) VALUES ('delete', old.id, old.content); END")
-    run(f"CREATE TRIGGER message_fts_unindex AFTER UPDATE OF content, role, status ON message "
-        f"WHEN {_INDEXED_OLD} BEGIN "
-        "INSERT INTO message_fts(message_fts, rowid, content) VALUES ('delete', old.id, old.content); END")
-    run(f"CREATE TRIGGER message_fts_reindex AFTER UPDATE OF content, role, status ON message "
-        f"WHEN {_INDEXED_NEW} BEGIN "
-        "INSERT INTO message_fts(rowid, content) VALUES (new.id, new.content); END")
+        return  # generated columns; its search query leaves streaming rows out (agentd.store.admin)
+    from agentd.store import search_index
+    search_index.create(database)
 
 
 OPERATOR_MIGRATIONS = [(60, m060_admin_keys), (61, m061_usage_ledger), (62, m062_message_trace),
-                       (63, m063_search), (64, m064_search_final_text)]
+                       (63, m063_search), (64, m064_search_in_batches)]
