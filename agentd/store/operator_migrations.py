@@ -62,6 +62,7 @@ def _sqlite_search(database) -> None:
     run = database.execute_sql
     # External-content FTS5 tables: the text lives once, in message/conversation; triggers
     # keep the index in step on every insert, update and delete (in the same statement).
+    # Migration 64 replaces these triggers (rows indexed in batches: agentd.store.search_index).
     run("CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5("
         "content, content='message', content_rowid='id', tokenize='porter unicode61')")
     run("CREATE VIRTUAL TABLE IF NOT EXISTS conversation_fts USING fts5("

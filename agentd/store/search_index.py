@@ -14,6 +14,10 @@ transaction (which holds the write lock: BEGIN IMMEDIATE). Search catches up
 first, so it always sees every row; turns catch up every CATCH_UP_EVERY turns
 inside their own final transaction (no commit of its own), so a search never
 finds much to do.
+
+A VACUUM may renumber conversation rowids (their key is text): rebuild both
+indexes then (`INSERT INTO conversation_fts(conversation_fts) VALUES ('rebuild')`,
+the same for message_fts) and set each `upto` to its table's highest rowid.
 """
 from __future__ import annotations
 
