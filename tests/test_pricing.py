@@ -1,7 +1,7 @@
 """Listed prices (agentd.operators.pricing) equal genai-prices' own calc_price, for every listed model.
 
-pricing.py looks a (provider, model) pair up once and prices calls without tiers
-from exact per-token figures; these tests hold it to the package's own answer.
+pricing.py looks a (provider, model) pair up once (misses too) and prices each call
+from what it found; these tests hold it to the package's own answer.
 """
 from __future__ import annotations
 

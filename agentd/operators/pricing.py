@@ -79,7 +79,6 @@ def listed_price(provider: str | None, model: str | None, prompt_tokens: int,
 
 _lookups: dict[tuple, tuple | None] = {}   # (provider, model) -> (Provider, ModelInfo), None: not listed
 _lookups_of: list = [None]                   # the price-list snapshot _lookups was filled from
-_linear: dict[int, tuple] = {}               # id(ModelPrice) -> (ModelPrice, (fixed, per input, per output) | None)
 
 
 def _listed_model(provider: str | None, model: str) -> tuple | None:
@@ -87,7 +86,6 @@ def _listed_model(provider: str | None, model: str) -> tuple | None:
     snapshot = prices.data_snapshot.get_snapshot()
     if _lookups_of[0] is not snapshot:  # another snapshot (genai_prices.UpdatePrices): start again
         _lookups.clear()
-        _linear.clear()
         _lookups_of[0] = snapshot
     key = (provider, model)
     if key not in _lookups:
@@ -103,44 +101,9 @@ def _total_price(found: tuple, prompt_tokens: int, completion_tokens: int) -> De
     """calc_price's `total_price` for the listed (Provider, ModelInfo) `found`, priced now."""
     prices = _genai_prices()
     listed_provider, listed_model = found
-    now = dt.datetime.now(dt.timezone.utc)
-    model_price = listed_model.get_prices(now)
-    linear = _linear_price(model_price) if listed_provider.id != "groq" else None  # groq: audio rules
-    if linear is not None:
-        fixed, per_input, per_output = linear
-        return fixed + per_input * prompt_tokens + per_output * completion_tokens
     usage = prices.Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
+    now = dt.datetime.now(dt.timezone.utc)
     return listed_model.calc_price(usage, listed_provider, genai_request_timestamp=now).total_price
-
-
-def _linear_price(model_price) -> tuple | None:
-    """(fixed, per input token, per output token) of a price with no tiers, as exact Decimals.
-
-    Most of calc_price's time goes into splitting the usage into priced units; for a
-    usage of input and output tokens only, a price without tiers is linear in the two
-    counts and Decimal arithmetic is exact, so three probes give the same totals. A
-    fourth probe checks it; a price that fails the check (or has tiers) is computed
-    by calc_price every time.
-    """
-    entry = _linear.get(id(model_price))
-    if entry is None or entry[0] is not model_price:
-        entry = (model_price, _probe(model_price))
-        _linear[id(model_price)] = entry
-    return entry[1]
-
-
-def _probe(model_price) -> tuple | None:
-    prices = _genai_prices()
-    if any(isinstance(value, prices.types.TieredPrices) for value in vars(model_price).values()):
-        return None
-
-    def total(prompt: int, completion: int) -> Decimal:
-        return model_price.calc_price(prices.Usage(input_tokens=prompt, output_tokens=completion))["total_price"]
-    fixed = total(0, 0)
-    per_input, per_output = total(1, 0) - fixed, total(0, 1) - fixed
-    if total(1_234_567, 89_101) != fixed + per_input * 1_234_567 + per_output * 89_101:
-        return None
-    return fixed, per_input, per_output
 
 
 def _price_block(block: dict, provider: str | None, model: str | None) -> dict | None:
