@@ -14,7 +14,7 @@ import pytest
 
 from tests.admin_support import client, new_key, start_operator_server
 from tests.conftest import Reply
-from tests.widget_support import CHROMIUM, CHROMIUM_FLAGS, PageServer
+from tests.widget_support import CHROMIUM, PageServer, chromium_browser
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
@@ -24,10 +24,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture

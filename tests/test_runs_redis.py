@@ -45,6 +45,12 @@ def attach(server, conversation: str, **kwargs):
     return server.client.stream("GET", f"/api/conversations/{conversation}/stream", **kwargs)
 
 
+def settled_answer(server, conversation: str) -> dict:
+    """The conversation's last message once it is no longer streaming."""
+    return wait_for(lambda: (rows := server.history("bot", conversation))[-1]["status"] != "streaming"
+                    and rows[-1], what="the answer")
+
+
 def test_attach_on_another_process_replays_and_follows_through_redis(pair, fake_openai):
     owner, other = pair
     fake_openai.script(Reply(content=LONG_TEXT, chunk_delay=0.05))
@@ -100,8 +106,7 @@ def test_a_run_whose_client_left_finishes_under_gunicorn(pair, fake_openai):
     fake_openai.script(Reply(content=LONG_TEXT, chunk_delay=0.05))
     with gunicorn.stream("bot", "Go") as response:
         start = until_deltas(iter_frames(response), 2)[0][1]
-    settled = wait_for(lambda: (rows := serve.history("bot", start["conversation_id"]))[-1]["status"] != "streaming"
-                       and rows[-1], what="the answer")
+    settled = settled_answer(serve, start["conversation_id"])
     assert settled["status"] == "complete" and settled["content"] == LONG_TEXT
 
 
@@ -124,6 +129,5 @@ def test_a_watcher_that_loses_redis_is_told_and_the_run_finishes(pair, fake_open
     assert seq_of(last_id) <= seq_of((seen + rest[:-1])[-1][0])
     # The run itself went on and stored its answer; its own client read it to the end.
     assert own_rest[-1][1]["type"] == "done" and own_rest[-1][1]["message"]["content"] == LONG_TEXT
-    stored = wait_for(lambda: (rows := other.history("bot", conversation))[-1]["status"] != "streaming"
-                      and rows[-1], what="the answer")
+    stored = settled_answer(other, conversation)
     assert stored["status"] == "complete" and stored["content"] == LONG_TEXT

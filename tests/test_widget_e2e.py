@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Reply
-from tests.widget_support import CHROMIUM, CHROMIUM_FLAGS, PageServer, host_page, start_widget_server, widget_agent
+from tests.widget_support import (CHROMIUM, PageServer, chromium_browser, host_page, start_widget_server,
+                                  widget_agent)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium")
@@ -21,11 +22,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 @pytest.fixture(scope="module")
 def browser():
-    # launch() runs the browser on a fresh temporary --user-data-dir of its own.
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
-        yield chromium
-        chromium.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture

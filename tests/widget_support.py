@@ -84,14 +84,24 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def chromium_page():
-    """A fresh headless Chromium page (Debian's /usr/bin/chromium); its script errors in `page.errors`."""
+def chromium_browser():
+    """Debian's /usr/bin/chromium, headless (a generator, for a fixture to yield from).
+
+    launch() runs the browser on a fresh temporary --user-data-dir of its own."""
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def chromium_page():
+    """A fresh headless Chromium page; its script errors in `page.errors`."""
+    for browser in chromium_browser():
         page = browser.new_context(viewport={"width": 1000, "height": 720}).new_page()
         page.set_default_timeout(20000)
         page.errors = []
         page.on("pageerror", lambda exc: page.errors.append(str(exc)))
         yield page
-        browser.close()

@@ -29,7 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 from flask import Response, current_app, g, jsonify, request
 
@@ -106,36 +106,6 @@ def _replay(record, stream: bool) -> Response:
     return response
 
 
-def _done_message(frame) -> dict | None:
-    """The final message if this SSE frame is the `done` event."""
-    text = frame.decode() if isinstance(frame, bytes) else frame
-    if not text.startswith("event: done\n"):
-        return None
-    # Split on "\n" only, as SSE does: splitlines() would also cut a data line at
-    # U+0085 or U+2028 inside the JSON text (ensure_ascii=False leaves them raw).
-    for line in text.split("\n"):
-        if line.startswith("data:"):
-            data = json.loads(line[5:])
-            return {**data["message"], "usage": data.get("usage")}
-    return None
-
-
-def _watched(frames: Iterable, user_id: str, key: str, scope) -> Iterator:
-    """Pass the stream through; record its final message, or drop the claim if it never came."""
-    final = None
-    try:
-        for frame in frames:
-            if final is None:
-                final = _done_message(frame)
-            yield frame
-    finally:
-        close = getattr(frames, "close", None)
-        if close:
-            close()  # the client went away: stop the turn now, as without a key
-        with scope():
-            finish(user_id, key, final, 200) if final is not None else abandon(user_id, key)
-
-
 def expect_run(user_id: str, key: str) -> None:
     """The streamed run this request starts records its answer under `key` (bind_run)."""
     g.idempotency_stream = (user_id, key)
@@ -188,8 +158,8 @@ def guard(agent_id: str, body: dict, send: Callable[[], Response]) -> Response:
         abandon(user_id, key)
         raise
     if stream:
-        if not run_bound():  # no run behind this stream: the claim ends with the response
-            response.response = _watched(response.response, user_id, key, state.db.connection_context)
+        if not run_bound():  # every streamed turn is a run (bind_run): this only guards that rule
+            abandon(user_id, key)
     else:
         finish(user_id, key, response.get_json(), response.status_code)
     return response

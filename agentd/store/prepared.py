@@ -79,6 +79,28 @@ def rows(cursor, fields: list[pw.Field], extra: tuple[str, ...] = ()) -> list[Si
             for row in cursor.fetchall()]
 
 
+def _quote(name: str) -> str:
+    return f"{db.quote[0]}{name}{db.quote[1]}"  # static identifiers (table and column names)
+
+
+def _with_defaults(fields: dict, values: dict[str, object]) -> dict[str, object]:
+    """The row as peewee would insert it: fields left out that have a default get it."""
+    row = dict(values)
+    for name, field in fields.items():
+        if name not in row and field.default is not None:
+            row[name] = field.default() if callable(field.default) else field.default
+    return row
+
+
+def _insert_sql(model: type[pw.Model], columns: tuple[str, ...], count: int) -> str:
+    """INSERT of `count` rows naming `columns` (field names), in the database's own quoting."""
+    fields = model._meta.fields
+    one = f"({', '.join(db.param for _ in columns)})"
+    return (f"INSERT INTO {_quote(model._meta.table_name)} "
+            f"({', '.join(_quote(fields[name].column_name) for name in columns)}) "
+            f"VALUES {', '.join(one for _ in range(count))}")
+
+
 def insert(model: type[pw.Model], values: dict[str, object]) -> object:
     """`model.insert(**values).execute()` with its SQL built once per column set.
 
@@ -87,21 +109,14 @@ def insert(model: type[pw.Model], values: dict[str, object]) -> object:
     PostgreSQL, lastrowid on SQLite). peewee's Insert rebuilds all this per call.
     """
     fields = model._meta.fields
-    row = dict(values)
-    for name, field in fields.items():
-        if name not in row and field.default is not None:
-            row[name] = field.default() if callable(field.default) else field.default
+    row = _with_defaults(fields, values)
     returning = db.returning_clause
     key = ("insert", model, type(db.obj), tuple(row))
     sql = _writes.get(key)
     if sql is None:
-        param = db.param
-        quote = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"  # noqa: E731 — static identifiers
-        sql = (f"INSERT INTO {quote(model._meta.table_name)} "
-               f"({', '.join(quote(fields[name].column_name) for name in row)}) "
-               f"VALUES ({', '.join(param for _ in row)})")
+        sql = _insert_sql(model, tuple(row), 1)
         if returning:
-            sql += f" RETURNING {quote(model._meta.primary_key.column_name)}"
+            sql += f" RETURNING {_quote(model._meta.primary_key.column_name)}"
         with _lock:
             _writes[key] = sql
     cursor = db.execute_sql(sql, [fields[name].db_value(value) for name, value in row.items()])
@@ -112,24 +127,14 @@ def insert_many(model: type[pw.Model], rows: list[dict[str, object]]) -> None:
     """`model.insert_many(rows).execute()` (rows with the same columns) with its SQL built
     once per column set and row count: one multi-row INSERT, no key read back."""
     fields = model._meta.fields
-    filled = []
-    for values in rows:
-        row = dict(values)
-        for name, field in fields.items():
-            if name not in row and field.default is not None:
-                row[name] = field.default() if callable(field.default) else field.default
-        filled.append(row)
+    filled = [_with_defaults(fields, values) for values in rows]
     columns = tuple(filled[0])
     if any(tuple(row) != columns for row in filled):
         raise ValueError(f"insert_many {model.__name__}: every row must name the same columns")
     key = ("insert_many", model, type(db.obj), columns, len(filled))
     sql = _writes.get(key)
     if sql is None:
-        quote = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"  # noqa: E731 — static identifiers
-        one = f"({', '.join(db.param for _ in columns)})"
-        sql = (f"INSERT INTO {quote(model._meta.table_name)} "
-               f"({', '.join(quote(fields[name].column_name) for name in columns)}) "
-               f"VALUES {', '.join(one for _ in filled)}")
+        sql = _insert_sql(model, columns, len(filled))
         with _lock:
             _writes[key] = sql
     db.execute_sql(sql, [fields[name].db_value(row[name]) for row in filled for name in columns])
@@ -142,9 +147,8 @@ def update_by_id(model: type[pw.Model], row_id: object, values: dict[str, object
     key = ("update", model, type(db.obj), tuple(values))
     sql = _writes.get(key)
     if sql is None:
-        quote = lambda name: f"{db.quote[0]}{name}{db.quote[1]}"  # noqa: E731 — static identifiers
-        sets = ", ".join(f"{quote(fields[name].column_name)} = {db.param}" for name in values)
-        sql = f"UPDATE {quote(model._meta.table_name)} SET {sets} WHERE {quote(pk.column_name)} = {db.param}"
+        sets = ", ".join(f"{_quote(fields[name].column_name)} = {db.param}" for name in values)
+        sql = f"UPDATE {_quote(model._meta.table_name)} SET {sets} WHERE {_quote(pk.column_name)} = {db.param}"
         with _lock:
             _writes[key] = sql
     params = [fields[name].db_value(value) for name, value in values.items()] + [pk.db_value(row_id)]
